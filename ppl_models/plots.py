@@ -1,0 +1,98 @@
+"""Figures: sample grids, reconstructions, 2-D latent scatter, manifold grid, interpolation, loss curves.
+
+Every function takes tensors/arrays and a ``path`` and writes one PNG (matplotlib, Agg backend).
+"""
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from scipy.stats import norm  # noqa: E402
+
+
+def _np(t):
+    return t.detach().cpu().numpy() if torch.is_tensor(t) else np.asarray(t)
+
+
+def _save(fig, path):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def tile(images, rows, cols, pad=1):
+    """``[rows * cols, 784]`` -> one ``[rows * 29 - 1, cols * 29 - 1]`` array."""
+    imgs = _np(images).reshape(-1, 28, 28)
+    out = np.ones((rows * (28 + pad) - pad, cols * (28 + pad) - pad))
+    for i, img in enumerate(imgs[: rows * cols]):
+        r, c = divmod(i, cols)
+        out[r * (28 + pad): r * (28 + pad) + 28, c * (28 + pad): c * (28 + pad) + 28] = img
+    return out
+
+
+def image_grid(images, path, rows=None, cols=10, title=None):
+    rows = rows or -(-len(images) // cols)
+    fig, ax = plt.subplots(figsize=(cols * 0.6, rows * 0.6))
+    ax.imshow(tile(images, rows, cols), cmap="gray_r", vmin=0, vmax=1)
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def reconstructions(x, x_rec, path, n=10):
+    """Originals (top row) above their reconstructions (bottom row)."""
+    both = torch.cat([torch.as_tensor(_np(x[:n])), torch.as_tensor(_np(x_rec[:n]))])
+    return image_grid(both, path, rows=2, cols=n, title="data (top) / reconstruction (bottom)")
+
+
+def latent_scatter(z, labels, path, title="latent codes of the test set", circle=None):
+    """2-D scatter of codes coloured by digit label; ``circle`` = radius to draw around the origin."""
+    z, labels = _np(z), _np(labels)
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    sc = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", s=2, alpha=0.6, vmin=-0.5, vmax=9.5)
+    fig.colorbar(sc, ax=ax, ticks=range(10), label="digit")
+    if circle is not None:
+        ax.add_patch(plt.Circle((0, 0), circle, fill=False, color="k", lw=1.5, ls="--"))
+        lim = 1.1 * circle
+        ax.set_xlim(-lim, lim), ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_xlabel("z[0]"), ax.set_ylabel("z[1]"), ax.set_title(title)
+    return _save(fig, path)
+
+
+def manifold(decode, path, n=15, z_dim=2, title="manifold through the Gaussian inverse CDF"):
+    """Decode a grid of quantiles of N(0, 1) in the first two latent dimensions (others 0)."""
+    q = norm.ppf(np.linspace(0.05, 0.95, n))
+    z = torch.zeros(n * n, z_dim)
+    for i, a in enumerate(q[::-1]):
+        for j, b in enumerate(q):
+            z[i * n + j, 0], z[i * n + j, 1] = b, a
+    with torch.no_grad():
+        imgs = decode(z)
+    return image_grid(imgs, path, rows=n, cols=n, title=title)
+
+
+def interpolation(decode, z_a, z_b, path, steps=10, title="interpolation between two encoded digits"):
+    """Decode the straight line from ``z_a`` to ``z_b``."""
+    t = torch.linspace(0, 1, steps).unsqueeze(1)
+    with torch.no_grad():
+        imgs = decode((1 - t) * z_a.reshape(1, -1).cpu() + t * z_b.reshape(1, -1).cpu())
+    return image_grid(imgs, path, rows=1, cols=steps, title=title)
+
+
+def loss_curves(metrics_csv, path, keys=("loss", "valid_loss"), title="negative ELBO per image (nats)"):
+    with open(metrics_csv) as f:
+        rows = list(csv.DictReader(f))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k in keys:
+        pts = [(int(r["epoch"]), float(r[k])) for r in rows if r.get(k) not in (None, "")]
+        if pts:
+            ax.plot(*zip(*pts), marker="." if len(pts) < 30 else None, label=k)
+    ax.set_xlabel("epoch"), ax.set_title(title), ax.legend(), ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -1,0 +1,176 @@
+"""The one SVI loop every example uses.
+
+``fit(model, guide, loss, batches, ...)`` maximises the ELBO of ``model.model`` under
+``guide.guide`` with a PyTorch optimiser over both modules' parameters: each step is
+``loss.loss_and_grads(model.model, guide.guide, *batch)`` followed by ``optimizer.step()``, which is
+Pyro's ``SVI.step`` with the optimiser state kept in one ``state_dict`` that a checkpoint can hold.
+
+Per epoch it writes ``metrics.csv`` and an atomic checkpoint (model, guide, optimiser, epoch, RNG
+states, metric history) to ``out/checkpoint.pt``; with ``best=("valid_loss", "min")`` it also keeps
+``out/best.pt``. ``resume=True`` continues from ``out/checkpoint.pt`` exactly where it stopped. A loss
+that is not finite stops training with :class:`TrainingDiverged`, leaving the last good checkpoint.
+"""
+import csv
+import math
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+CHECKPOINT, BEST, METRICS = "checkpoint.pt", "best.pt", "metrics.csv"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def resolve_device(device="auto"):
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but PyTorch sees no CUDA device")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    return torch.device(device)
+
+
+def make_optimizer(params, name="adam", lr=1e-3):
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    raise ValueError(f"unknown optimiser {name!r}; choose adam or rmsprop")
+
+
+def rng_state():
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj, path):
+    """``torch.save`` to a temporary file beside ``path``, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_metrics(history, path):
+    path = Path(path)
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, model, guide, optimizer=None, map_location="cpu"):
+    """Load a checkpoint written by :func:`fit` into ``model`` and ``guide`` (and ``optimizer``)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:
+        raise RuntimeError(f"checkpoint {path} could not be read ({e}); it is corrupt") from e
+    model.load_state_dict(ckpt["model"])
+    guide.load_state_dict(ckpt["guide"])
+    if optimizer is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    return ckpt
+
+
+def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, validate=None,
+        valid_every=1, best=None, resume=False, seed=0, progress=True, step_kwargs=None,
+        log=print):
+    """Train ``model`` and ``guide`` (``nn.Module`` s with ``.model`` / ``.guide`` methods).
+
+    batches:    an iterable of argument tuples, iterated once per epoch (or a function
+                ``batches(epoch)`` returning one); each tuple is one step,
+                passed as ``model.model(*args, **kwargs)`` and ``guide.guide(*args, **kwargs)``; the
+                first argument's length is the batch size.
+    step_kwargs: ``step_kwargs(epoch)`` returns extra keyword arguments (e.g. ``{"beta": 0.5}``
+                for KL annealing), or ``None``.
+    validate:   ``validate()`` returns a dict of floats, run every ``valid_every`` epochs (and after
+                the last) and written to ``metrics.csv`` and the progress line.
+    best:       ``(metric, "min" | "max")``: keep ``best.pt`` at the best value of that metric.
+    Returns the list of per-epoch metric dicts.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    params = list(model.parameters()) + list(guide.parameters())
+    optimizer = make_optimizer(params, optim, lr)
+    pyro.clear_param_store()  # parameters live in the modules; stale store entries would shadow them
+    pyro.set_rng_seed(seed)
+    history, start, best_value = [], 1, None
+    ckpt_path = out / CHECKPOINT
+    if resume:
+        if ckpt_path.exists():
+            ckpt = load_checkpoint(ckpt_path, model, guide, optimizer, map_location=params[0].device)
+            history, start, best_value = ckpt["history"], ckpt["epoch"] + 1, ckpt.get("best_value")
+            set_rng_state(ckpt["rng"])
+            log(f"resumed from {ckpt_path} after epoch {ckpt['epoch']}")
+        else:
+            log(f"--resume: no checkpoint in {out}, starting from scratch")
+    last_good = f"{ckpt_path} (epoch {start - 1})" if start > 1 else "none written yet"
+    for epoch in range(start, epochs + 1):
+        model.train(), guide.train()
+        kwargs = step_kwargs(epoch) if step_kwargs else {}
+        t0, total, count = time.perf_counter(), 0.0, 0
+        steps = batches(epoch) if callable(batches) else batches
+        bar = tqdm(steps, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not progress,
+                   total=len(steps) if hasattr(steps, "__len__") else None)
+        for step, args in enumerate(bar, 1):
+            optimizer.zero_grad(set_to_none=True)
+            value = loss.loss_and_grads(model.model, guide.guide, *args, **kwargs)
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"loss became {value} at epoch {epoch}, step {step}; "
+                    f"stopped without saving. Last good checkpoint: {last_good}. Try a lower --lr.")
+            optimizer.step()
+            total += value
+            count += len(args[0])
+            bar.set_postfix(loss=f"{total / count:.2f}")
+        row = {"epoch": epoch, "loss": total / max(count, 1), "seconds": time.perf_counter() - t0, **kwargs}
+        if validate is not None and (epoch % valid_every == 0 or epoch == epochs):
+            model.eval(), guide.eval()
+            with torch.no_grad():
+                row.update(validate())
+        history.append(row)
+        improved = False
+        if best is not None and best[0] in row:
+            value, mode = row[best[0]], best[1]
+            improved = best_value is None or (value < best_value if mode == "min" else value > best_value)
+            best_value = value if improved else best_value
+        ckpt = {"model": model.state_dict(), "guide": guide.state_dict(), "optimizer": optimizer.state_dict(),
+                "epoch": epoch, "rng": rng_state(), "history": history, "best_value": best_value}
+        atomic_save(ckpt, ckpt_path)
+        if improved:
+            atomic_save(ckpt, out / BEST)
+        write_metrics(history, out / METRICS)
+        last_good = f"{ckpt_path} (epoch {epoch})"
+        log("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+    return history

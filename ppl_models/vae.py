@@ -1,0 +1,64 @@
+"""The variational autoencoder (Kingma & Welling 2014; Rezende et al. 2014).
+
+Generative story, for each image n in the batch::
+
+    z_n ~ p(z)     = N(0, I)                              prior, site "z", shape [z_dim]
+    x_n ~ p(x | z) = Bernoulli(sigmoid(decoder(z_n)))     binarised pixels, site "x", shape [784]
+      or p(x | z) = N(sigmoid(decoder(z_n)), sigma^2 I)   grey pixels, sigma learned or fixed
+
+The KL weight ``beta`` (beta-VAE, annealing) scales the latent site in the model and in the guide
+(``ppl_models.anneal.kl_scale``); ``beta = 1`` is the ELBO. The guides are in ``guides/vae.py``.
+"""
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from ppl_models.anneal import kl_scale
+from ppl_models.nets import ConvDecoder, mlp
+
+DECODERS = ("mlp", "conv")
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+class VAE(nn.Module):
+    def __init__(self, z_dim=50, hidden=(500, 500), decoder="mlp", likelihood="bernoulli", sigma=None):
+        """``sigma=None`` learns one observation scale for the Gaussian likelihood; a number fixes it."""
+        super().__init__()
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
+        self.z_dim, self.likelihood = z_dim, likelihood
+        self.decoder = mlp((z_dim, *hidden, 784)) if decoder == "mlp" else ConvDecoder(z_dim)
+        if likelihood == "gaussian":
+            init = math.log(sigma) if sigma is not None else math.log(0.1)
+            self.log_sigma = nn.Parameter(torch.tensor(init), requires_grad=sigma is None)
+
+    def model(self, x, y=None, beta=1.0):
+        """``x``: ``[batch, 784]`` pixels (0/1 for Bernoulli, [0, 1] for Gaussian); ``y`` unused."""
+        check_shape(x)
+        pyro.module("vae", self)
+        zeros = x.new_zeros(x.shape[0], self.z_dim)
+        with pyro.plate("data", x.shape[0]):
+            with kl_scale(beta):
+                z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
+            logits = self.decoder(z)
+            if self.likelihood == "bernoulli":
+                px = dist.Bernoulli(logits=logits, validate_args=False)
+            else:
+                px = dist.Normal(torch.sigmoid(logits), self.log_sigma.exp())
+            pyro.sample("x", px.to_event(1), obs=x)
+        return logits
+
+    def decode(self, z):
+        """Mean image ``[..., 784]`` for latent codes ``z``."""
+        return torch.sigmoid(self.decoder(z))
+
+
+def check_shape(x, n_pixels=784):
+    if not torch.is_tensor(x) or x.dim() != 2 or x.shape[1] != n_pixels:
+        shape = list(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(f"images must be a tensor of shape [batch, {n_pixels}] (flattened 28x28), got {shape}")
