@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyro
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
@@ -66,6 +67,7 @@ def main(args):
     if likelihood == "bernoulli" and args.binarize == "grey":
         raise SystemExit("a Bernoulli likelihood needs binarised data: use --binarize dynamic or static")
     device = resolve_device(args.device)
+    pyro.set_rng_seed(args.seed)  # network initialisation; fit() seeds again for training
     out = Path(args.out)
     t_start = time.time()
 
@@ -81,7 +83,8 @@ def main(args):
     def validate():
         if not score:
             return {}
-        r = evaluate(model, guide, valid.x, num_samples=1, batch_size=1000, khat=False, check=False)
+        r = evaluate(model, guide, valid.x, num_samples=1, batch_size=1000, khat=False, check=False,
+                     particles="plate")
         return {"valid_loss": r["neg_elbo"]}
 
     print(f"VAE: decoder={args.decoder} likelihood={likelihood} z={args.z_dim} guide={args.guide} "
@@ -96,7 +99,8 @@ def main(args):
     if score:
         t0 = time.time()
         x_test = test.x[: args.eval_images]
-        r = evaluate(model, guide, x_test, num_samples=args.eval_samples, progress=not args.no_progress)
+        r = evaluate(model, guide, x_test, num_samples=args.eval_samples, particles="plate",
+                     progress=not args.no_progress)
         results.update(test_nll=r["nll"], test_neg_elbo=r["neg_elbo"], test_images=len(x_test),
                        eval_samples=args.eval_samples, mean_ess=float(r["ess"].mean()),
                        khat_above_0_7=float((r["khat"] > 0.7).mean()), eval_seconds=time.time() - t0)

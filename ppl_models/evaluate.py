@@ -21,9 +21,11 @@ import math
 import warnings
 
 import numpy as np
+import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 
 from ppl_models.data import check_images
 
@@ -38,7 +40,7 @@ def _repeat(value, s):
 def _site_log_probs(trace, skip=()):
     total = 0.0
     for name, site in trace.nodes.items():
-        if site["type"] != "sample" or name in skip:
+        if site["type"] != "sample" or name in skip or site_is_subsample(site):
             continue
         total = total + site["log_prob"]
     return total
@@ -50,37 +52,63 @@ def _is_point_mass(fn):
     return isinstance(fn, dist.Delta)
 
 
-def log_importance_weights(model, guide, *args, num_samples=100, max_rows=20_000, **kwargs):
+def log_importance_weights(model, guide, *args, num_samples=100, max_rows=20_000, particles="repeat",
+                           max_plate_nesting=1, **kwargs):
     """Per-example log importance weights ``[num_samples, B]`` of ``model.model`` under ``guide.guide``.
 
-    ``args[0]`` is the batch (length B); every tensor argument is repeated along its first dimension
-    for the particles. At most ``max_rows`` (particles x batch) rows are evaluated in one pass.
+    ``args[0]`` is the batch (length B). Particles are vectorised in one of two ways:
+    ``"repeat"`` repeats every tensor argument s times along its first dimension (works for any
+    model, recurrent ones included); ``"plate"`` runs model and guide inside
+    ``pyro.plate("particles", s)`` left of the model's plates, so the encoder runs once per image
+    (needs networks that accept extra leading batch dimensions, as the VAE's do).
+    At most ``max_rows`` (particles x batch) rows are evaluated in one pass.
     """
+    if particles not in ("repeat", "plate"):
+        raise ValueError(f"particles must be 'repeat' or 'plate', got {particles!r}")
     batch = len(args[0])
     chunk = max(1, min(num_samples, max_rows // max(batch, 1)))
+    enum_dim = -(max_plate_nesting + 2) if particles == "plate" else -(max_plate_nesting + 1)
     out = []
     with torch.no_grad():
         for start in range(0, num_samples, chunk):
             s = min(chunk, num_samples - start)
-            rep = [_repeat(a, s) for a in args]
-            rep_kwargs = {k: _repeat(v, s) for k, v in kwargs.items()}
-            guide_tr = poutine.trace(poutine.enum(guide.guide, first_available_dim=-2)).get_trace(*rep, **rep_kwargs)
-            enumerated = [n for n, site in guide_tr.nodes.items()
-                          if site["type"] == "sample" and site["infer"].get("enumerate") == "parallel"]
-            if any(_is_point_mass(site["fn"]) for site in guide_tr.nodes.values()
-                   if site["type"] == "sample" and not site["is_observed"]):
+            if particles == "repeat":
+                run_args, run_kwargs = [_repeat(a, s) for a in args], {k: _repeat(v, s) for k, v in kwargs.items()}
+                guide_fn, model_fn = guide.guide, model.model
+            else:
+                run_args, run_kwargs = args, kwargs
+                guide_fn, model_fn = _in_particle_plate(guide.guide, s, max_plate_nesting), \
+                    _in_particle_plate(model.model, s, max_plate_nesting)
+            guide_tr = poutine.trace(poutine.enum(guide_fn, first_available_dim=enum_dim)).get_trace(
+                *run_args, **run_kwargs)
+            samples = {n: site for n, site in guide_tr.nodes.items()
+                       if site["type"] == "sample" and not site_is_subsample(site)}
+            if any(_is_point_mass(site["fn"]) for site in samples.values() if not site["is_observed"]):
                 raise ValueError("a point-estimate (Delta) guide has no density: importance sampling needs a "
                                  "guide with a proper q(z | x)")
-            model_tr = poutine.trace(poutine.replay(model.model, trace=guide_tr)).get_trace(*rep, **rep_kwargs)
+            skip = {n for n, site in samples.items()
+                    if site["is_observed"] or site["infer"].get("enumerate") == "parallel"}
+            model_tr = poutine.trace(poutine.replay(model_fn, trace=guide_tr)).get_trace(*run_args, **run_kwargs)
             guide_tr.compute_log_prob()
             model_tr.compute_log_prob()
-            observed = {n for n, site in guide_tr.nodes.items() if site["type"] == "sample" and site["is_observed"]}
-            lw = _site_log_probs(model_tr) - _site_log_probs(guide_tr, skip=observed | set(enumerated))
-            lw = torch.as_tensor(lw)
-            while lw.dim() > 1:  # enumerated values on the left: sum them out exactly
-                lw = lw.logsumexp(0)
-            out.append(lw.expand(s * batch).reshape(s, batch))
+            lw = torch.as_tensor(_site_log_probs(model_tr) - _site_log_probs(guide_tr, skip=skip))
+            if particles == "repeat":
+                while lw.dim() > 1:  # enumerated values on the left: sum them out exactly
+                    lw = lw.logsumexp(0)
+                lw = lw.expand(s * batch).reshape(s, batch)
+            else:
+                while lw.dim() > max_plate_nesting + 1:
+                    lw = lw.logsumexp(0)
+                lw = lw.reshape(lw.shape[0] if lw.dim() else 1, -1).expand(s, batch)
+            out.append(lw)
     return torch.cat(out, 0)
+
+
+def _in_particle_plate(fn, s, max_plate_nesting):
+    def wrapped(*args, **kwargs):
+        with pyro.plate("particles", s, dim=-(max_plate_nesting + 1)):
+            return fn(*args, **kwargs)
+    return wrapped
 
 
 def psis_khat(log_weights):
@@ -110,7 +138,7 @@ def summarize(log_weights):
 
 
 def evaluate(model, guide, x, y=None, num_samples=5000, batch_size=100, max_rows=20_000,
-             khat=True, progress=False, check=True, **kwargs):
+             khat=True, progress=False, check=True, particles="repeat", **kwargs):
     """Importance-sampled evaluation of a dataset: returns per-example numpy arrays ``log_px``,
     ``elbo``, ``ess`` (and ``khat``) and their means under ``"nll"`` (= -mean log p(x)), ``"neg_elbo"``.
     """
@@ -125,7 +153,8 @@ def evaluate(model, guide, x, y=None, num_samples=5000, batch_size=100, max_rows
     for i in starts:
         xb = x[i:i + batch_size]
         yb = y[i:i + batch_size] if y is not None else None
-        lw = log_importance_weights(model, guide, xb, yb, num_samples=num_samples, max_rows=max_rows, **kwargs)
+        lw = log_importance_weights(model, guide, xb, yb, num_samples=num_samples, max_rows=max_rows,
+                                    particles=particles, **kwargs)
         for k, v in summarize(lw).items():
             stats[k].append(v.cpu().numpy())
         if khat:

@@ -145,7 +145,8 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, vali
                    total=len(steps) if hasattr(steps, "__len__") else None)
         for step, args in enumerate(bar, 1):
             optimizer.zero_grad(set_to_none=True)
-            value = loss.loss_and_grads(model.model, guide.guide, *args, **kwargs)
+            with pyro.validation_enabled(step == 1 and epoch == start):  # argument checks once, then speed
+                value = loss.loss_and_grads(model.model, guide.guide, *args, **kwargs)
             if not math.isfinite(value):
                 raise TrainingDiverged(
                     f"loss became {value} at epoch {epoch}, step {step}; "

@@ -1,0 +1,93 @@
+import csv
+
+import pyro
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+
+from guides.vae import make_guide
+from ppl_models.data import Minibatches, Split
+from ppl_models.train import TrainingDiverged, atomic_save, fit, load_checkpoint, resolve_device
+from ppl_models.vae import VAE
+
+
+def build():
+    pyro.set_rng_seed(0)
+    return VAE(3, (16,)), make_guide("diag", 3, (16,))
+
+
+def run(tmp, fake_images, epochs, resume=False, **kw):
+    model, guide = build()
+    x, y = fake_images
+    hist = fit(model, guide, Trace_ELBO(), Minibatches(Split(x, y), 16, "static"), epochs=epochs, out=tmp,
+               resume=resume, progress=False, log=lambda s: None, seed=7,
+               validate=lambda: {"valid_loss": 1.0}, best=("valid_loss", "min"), **kw)
+    return model, guide, hist
+
+
+def test_training_lowers_the_loss_and_writes_metrics(tmp_path, fake_images):
+    _, _, hist = run(tmp_path, fake_images, 5)
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5] and "valid_loss" in rows[0]
+    assert (tmp_path / "best.pt").exists()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, fake_images):
+    straight, _, _ = run(tmp_path / "a", fake_images, 3)
+    run(tmp_path / "b", fake_images, 1)
+    resumed, _, hist = run(tmp_path / "b", fake_images, 3, resume=True)
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    for (n, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
+
+
+def test_checkpoint_round_trip(tmp_path, fake_images):
+    model, guide, _ = run(tmp_path, fake_images, 1)
+    m2, g2 = build()
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt", m2, g2)
+    assert ckpt["epoch"] == 1
+    for a, b in zip(list(model.parameters()) + list(guide.parameters()), list(m2.parameters()) + list(g2.parameters())):
+        assert torch.equal(a, b)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"half a file")
+    with pytest.raises(RuntimeError, match="corrupt"):
+        load_checkpoint(tmp_path / "checkpoint.pt", *build())
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, fake_images):
+    x, y = fake_images
+    bad = x.clone()
+    bad[0, 0] = float("nan")
+
+    def batches(epoch):
+        return [(x[:16], y[:16])] if epoch == 1 else [(bad[:16], y[:16])]
+
+    model, guide = build()
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 1.*checkpoint.pt \(epoch 1\)"):
+        fit(model, guide, Trace_ELBO(), batches, epochs=3, out=tmp_path, progress=False, log=lambda s: None)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 1
+
+
+def test_atomic_save_never_leaves_partial_file(tmp_path):
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+    atomic_save({"a": 1}, tmp_path / "c.pt")
+    with pytest.raises(RuntimeError, match="boom"):
+        atomic_save({"a": Unpicklable()}, tmp_path / "c.pt")
+    assert torch.load(tmp_path / "c.pt") == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_device_resolution():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA"):
+            resolve_device("cuda")
