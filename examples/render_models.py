@@ -1,0 +1,61 @@
+"""Render each model's plate diagram (``pyro.render_model``) to PNG for the README.
+
+    python examples/render_models.py            # writes examples/figures/model_<name>.png
+
+Needs the Python package ``graphviz`` and the Graphviz ``dot`` program (Debian: ``apt-get install
+graphviz``); where either is missing it says so and skips, without failing.
+"""
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import pyro
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ppl_models.vae import VAE  # noqa: E402
+
+
+def models():
+    """name -> (model function, example arguments)."""
+    x = torch.rand(3, 784).bernoulli()
+    return {
+        "vae": (VAE(4, (8,)).model, (x,)),
+        "vae_gaussian": (VAE(4, (8,), likelihood="gaussian").model, (torch.rand(3, 784),)),
+    }
+
+
+def parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="examples/figures")
+    p.add_argument("--only", nargs="*", help="model names to render (default: all)")
+    p.add_argument("--smoke", action="store_true")
+    return p
+
+
+def main(args):
+    try:
+        import graphviz  # noqa: F401
+    except ImportError:
+        print("skipping plate diagrams: the Python package 'graphviz' is not installed (pip install graphviz)")
+        return []
+    if shutil.which("dot") is None:
+        print("skipping plate diagrams: the Graphviz 'dot' program is not installed (apt-get install graphviz)")
+        return []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (fn, fn_args) in models().items():
+        if args.only and name not in args.only:
+            continue
+        graph = pyro.render_model(fn, model_args=fn_args, render_distributions=True)
+        graph.format = "png"
+        path = graph.render(filename=f"model_{name}", directory=out, cleanup=True)
+        written.append(path)
+        print(f"wrote {path}")
+    return written
+
+
+if __name__ == "__main__":
+    main(parser().parse_args())

@@ -1,0 +1,62 @@
+"""Every example script runs end to end with --smoke, on real MNIST (a few hundred images)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted(p.stem for p in (ROOT / "examples").glob("*.py"))
+
+SMOKE = {  # script -> extra arguments for its smoke run (each run also gets --smoke --out DIR)
+    "vae": [],
+    "ae_vs_vae": ["--no-progress"],
+    "benchmark_vae": [],
+    "render_models": [],
+}
+
+
+def run_example(name, out, *extra):
+    cmd = [sys.executable, str(ROOT / "examples" / f"{name}.py"), "--smoke", "--out", str(out), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_every_example_has_a_smoke_test():
+    missing = [e for e in EXAMPLES if e not in SMOKE]
+    assert not missing, f"examples without a smoke test in tests/test_examples.py: {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(SMOKE))
+def test_example_smoke(name, tmp_path):
+    run_example(name, tmp_path, *SMOKE[name])
+
+
+@pytest.mark.parametrize("extra", [
+    ["--guide", "iaf", "--threads", "1"],
+    ["--decoder", "conv", "--guide", "conv", "--z-dim", "2"],
+    ["--guide", "delta", "--beta", "0"],
+    ["--binarize", "grey", "--guide", "lowrank", "--optim", "rmsprop"],
+])
+def test_vae_variants(extra, tmp_path):
+    out = run_example("vae", tmp_path, "--no-progress", *extra)
+    files = {p.name for p in tmp_path.iterdir()}
+    assert {"samples.png", "reconstructions.png", "loss.png", "metrics.csv", "checkpoint.pt"} <= files
+    results = json.loads((tmp_path / "results.json").read_text())
+    if "delta" in extra:
+        assert "test_nll" not in results
+    else:
+        assert "test NLL" in out and results["test_nll"] > 0
+    if "2" in extra:
+        assert {"latent.png", "manifold.png"} <= files
+
+
+def test_vae_resume_and_unknown_guide(tmp_path):
+    run_example("vae", tmp_path, "--no-progress")
+    out = run_example("vae", tmp_path, "--no-progress", "--resume")
+    assert "resumed from" in out
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "vae.py"), "--guide", "gauss", "--smoke"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0 and "unknown guide 'gauss'" in proc.stderr
