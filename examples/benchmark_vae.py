@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyro
 import torch
-from pyro.infer import Trace_ELBO
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -57,6 +57,22 @@ def torch_elbo_loss(model, guide, x):
     return -(log_lik + log_pz - log_qz).sum()
 
 
+def torch_elbo_loss_analytic(model, guide, x):
+    """The same with the Gaussian KL in closed form (what TraceMeanField_ELBO computes)."""
+    h = guide.encoder(x)
+    loc, scale = guide.head.loc(h), softplus(guide.head.scale(h)) + 1e-4
+    z = loc + scale * torch.randn_like(loc)
+    log_lik = -binary_cross_entropy_with_logits(model.decoder(z), x, reduction="none").sum(-1)
+    kl = 0.5 * (loc ** 2 + scale ** 2 - 1 - 2 * scale.log()).sum(-1)
+    return -(log_lik - kl).sum()
+
+
+PAIRS = {  # name -> (Pyro ELBO, hand-written loss)
+    "Monte Carlo KL": (Trace_ELBO, torch_elbo_loss),
+    "analytic KL": (TraceMeanField_ELBO, torch_elbo_loss_analytic),
+}
+
+
 def main(args):
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -69,48 +85,49 @@ def main(args):
     model, guide = VAE(args.z_dim, tuple(args.hidden)).to(device), make_guide("diag", args.z_dim,
                                                                                tuple(args.hidden)).to(device)
     opt = torch.optim.Adam(list(model.parameters()) + list(guide.parameters()), lr=1e-3)
-    elbo = Trace_ELBO()
-
-    def pyro_step(x):
-        opt.zero_grad(set_to_none=True)
-        with pyro.validation_enabled(False):
-            return elbo.loss_and_grads(model.model, guide.guide, x)
-
-    def torch_step(x):
-        opt.zero_grad(set_to_none=True)
-        loss = torch_elbo_loss(model, guide, x)
-        loss.backward()
-        return loss.item()
 
     def block(step):
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         sync()
         t0 = time.perf_counter()
         for x in batches:
+            opt.zero_grad(set_to_none=True)
             step(x)
             opt.step()
         sync()
         return (time.perf_counter() - t0) / len(batches)
 
-    # the two losses agree in expectation: check on one batch with many samples
-    with torch.no_grad():
-        x = batches[0]
-        a = sum(elbo.loss(model.model, guide.guide, x) for _ in range(20)) / 20
-        b = sum(torch_elbo_loss(model, guide, x).item() for _ in range(20)) / 20
-    print(f"-ELBO of one batch, mean of 20 draws: Pyro {a:.1f}, hand-written {b:.1f}")
-
-    block(pyro_step), block(torch_step)  # warm-up
-    times = {"pyro": [], "torch": []}
-    for _ in range(args.repeats):
-        times["pyro"].append(block(pyro_step))
-        times["torch"].append(block(torch_step))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = med["pyro"] / med["torch"]
     print(f"training step, batch {args.batch_size}, MLP {args.hidden}, z={args.z_dim}, {device}, "
-          f"{torch.get_num_threads()} threads:")
-    print(f"  Pyro (Trace_ELBO)   {1e3 * med['pyro']:.2f} ms/step")
-    print(f"  hand-written torch  {1e3 * med['torch']:.2f} ms/step")
-    print(f"  ratio Pyro / torch  {ratio:.3f}")
+          f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved blocks of {args.steps} steps:")
+    result = {"device": str(device), "threads": torch.get_num_threads()}
+    for name, (elbo_class, hand_loss) in PAIRS.items():
+        elbo = elbo_class()
+
+        def pyro_step(x):
+            with pyro.validation_enabled(False):
+                return elbo.loss_and_grads(model.model, guide.guide, x)
+
+        def torch_step(x):
+            loss = hand_loss(model, guide, x)
+            loss.backward()
+            return loss.item()
+
+        with torch.no_grad():  # the two losses agree in expectation
+            x = batches[0]
+            a = sum(elbo.loss(model.model, guide.guide, x) for _ in range(20)) / 20
+            b = sum(hand_loss(model, guide, x).item() for _ in range(20)) / 20
+        block(pyro_step), block(torch_step)  # warm-up
+        times = {"pyro": [], "torch": []}
+        for _ in range(args.repeats):
+            times["pyro"].append(block(pyro_step))
+            times["torch"].append(block(torch_step))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        ratio = med["pyro"] / med["torch"]
+        print(f"  {name:15s} Pyro {elbo_class.__name__:19s} {1e3 * med['pyro']:7.2f} ms/step | hand-written "
+              f"{1e3 * med['torch']:7.2f} ms/step | ratio {ratio:.3f}   (-ELBO of one batch, 20 draws: "
+              f"{a:.0f} vs {b:.0f})")
+        result[name] = {"ms_pyro": 1e3 * med["pyro"], "ms_torch": 1e3 * med["torch"], "ratio": ratio,
+                        "times": times}
 
     x = test.x[: args.eval_images]
     t0 = time.perf_counter()
@@ -119,9 +136,7 @@ def main(args):
     rate = len(x) * args.eval_samples / dt
     print(f"IS evaluation: {len(x)} images x S={args.eval_samples} in {dt:.2f} s = {rate:,.0f} weights/s "
           f"(S=5000 on the 10,000 test images: ~{1e4 * 5000 / rate / 60:.0f} min)")
-    result = {"ms_pyro": 1e3 * med["pyro"], "ms_torch": 1e3 * med["torch"], "ratio": ratio,
-              "is_weights_per_second": rate, "device": str(device), "threads": torch.get_num_threads(),
-              "times": times}
+    result["is_weights_per_second"] = rate
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").write_text(json.dumps(result, indent=1))
