@@ -1,0 +1,109 @@
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import TraceEnum_ELBO, TraceGraph_ELBO
+from torch.nn.functional import log_softmax
+
+from guides.ssvae import GUIDES, make_guide
+from ppl_models.evaluate import log_importance_weights
+from ppl_models.ssvae import M2Objective, SSVAE, cat_label
+
+Z = 3
+
+
+def explicit_terms(model, guide, x, z):
+    """log p(x, y, z_y) - log q(z_y | x, y) for every label y, with z_y given: [10, B]."""
+    out = []
+    for label in range(10):
+        y = torch.full((len(x),), label)
+        loc, scale = guide.z_net(cat_label(guide.features_z(x), y)).chunk(2, -1)
+        scale = torch.nn.functional.softplus(scale) + 1e-4
+        zy = z[label]
+        log_px = dist.Bernoulli(logits=model.decoder(cat_label(zy, y))).log_prob(x).sum(-1)
+        out.append(log_px + math.log(0.1) + dist.Normal(0, 1).log_prob(zy).sum(-1)
+                   - dist.Normal(loc, scale).log_prob(zy).sum(-1))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv"])
+def test_enumerated_elbo_equals_explicit_sum_over_labels(name, fake_images):
+    x = fake_images[0][:6]
+    model, guide = SSVAE(Z, (16,)), make_guide(name, Z, 16)
+    guide.eval()
+    pyro.set_rng_seed(1)
+    loss = TraceEnum_ELBO(max_plate_nesting=1).loss(model.model, guide.guide, x)
+    pyro.set_rng_seed(1)
+    tr = poutine.trace(poutine.enum(guide.guide, first_available_dim=-2)).get_trace(x)
+    z = tr.nodes["z"]["value"]
+    assert z.shape == (10, 6, Z) and tr.nodes["y"]["value"].shape == (10, 1)
+    with torch.no_grad():
+        log_q = log_softmax(guide.classifier(x), -1).T  # [10, B]
+        elbo_l = explicit_terms(model, guide, x, z)
+        elbo_u = (log_q.exp() * (elbo_l - log_q)).sum(0)  # sum_y q(y|x) ELBO_L(x, y) + H[q(y|x)]
+    assert loss == pytest.approx(-elbo_u.sum().item(), rel=1e-5)
+
+
+def test_labelled_elbo_and_classification_term(fake_images):
+    x, y = fake_images[0][:6], fake_images[1][:6]
+    model, guide = SSVAE(Z, (16,)), make_guide("mlp", Z, 16)
+    pyro.set_rng_seed(2)
+    elbo = TraceEnum_ELBO(max_plate_nesting=1).loss(model.model, guide.guide, x, y)
+    pyro.set_rng_seed(2)
+    tr = poutine.trace(guide.guide).get_trace(x, y)
+    assert "y" not in tr.nodes  # observed: the guide samples only z
+    with torch.no_grad():
+        z = tr.nodes["z"]["value"]
+        explicit = explicit_terms(model, guide, x, z.expand(10, *z.shape))[y, torch.arange(6)]
+    assert elbo == pytest.approx(-explicit.sum().item(), rel=1e-5)
+    objective = M2Objective(guide.classifier, alpha=5.0)
+    pyro.set_rng_seed(2)
+    total = objective.loss(model.model, guide.guide, x, y)
+    ce = torch.nn.functional.cross_entropy(guide.classifier(x), y, reduction="sum").item()
+    assert total == pytest.approx(elbo + 5.0 * ce, rel=1e-5)
+
+
+def test_importance_weights_sum_labels_exactly(fake_images):
+    x = fake_images[0][:4]
+    model, guide = SSVAE(Z, (16,)), make_guide("mlp", Z, 16)
+    pyro.set_rng_seed(3)
+    lw = log_importance_weights(model, guide, x, None, num_samples=1)
+    pyro.set_rng_seed(3)
+    tr = poutine.trace(poutine.enum(guide.guide, first_available_dim=-2)).get_trace(x)
+    with torch.no_grad():
+        explicit = explicit_terms(model, guide, x, tr.nodes["z"]["value"]).logsumexp(0)
+    torch.testing.assert_close(lw[0], explicit, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(GUIDES))
+def test_gradients_flow_for_every_guide(name, fake_images):
+    x, y = fake_images
+    model, guide = SSVAE(Z, (16,)), make_guide(name, Z, 16)
+    elbo = TraceGraph_ELBO() if name == "sample" else TraceEnum_ELBO(max_plate_nesting=1)
+    objective = M2Objective(guide.classifier, alpha=1.0, elbo=elbo)
+    objective.loss_and_grads(model.model, guide.guide, x[:8], y[:8])
+    objective.loss_and_grads(model.model, guide.guide, x[8:16])
+    for module in (model, guide):
+        for pname, p in module.named_parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+def test_sampled_guide_draws_one_label_per_image(fake_images):
+    x = fake_images[0][:5]
+    guide = make_guide("sample", Z, 16)
+    tr = poutine.trace(guide.guide).get_trace(x)
+    assert tr.nodes["y"]["value"].shape == (5,) and "enumerate" not in tr.nodes["y"]["infer"]
+
+
+@pytest.mark.parametrize("y, match", [
+    (torch.tensor([0, 1, 10, 2]), "0..9"),
+    (torch.tensor([0, -1, 1, 2]), "0..9"),
+    (torch.tensor([0.0, 1.0, 1.0, 2.0]), "integer"),
+    (torch.tensor([0, 1, 2]), "shape"),
+])
+def test_bad_labels_are_clear_errors(y, match):
+    with pytest.raises(ValueError, match=match):
+        SSVAE(Z, (16,)).model(torch.zeros(4, 784), y)
