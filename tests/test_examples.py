@@ -14,6 +14,7 @@ SMOKE = {  # script -> extra arguments for its smoke run (each run also gets --s
     "ae_vs_vae": ["--no-progress"],
     "benchmark_vae": [],
     "render_models": [],
+    "ssvae": ["--no-progress"],
 }
 
 
@@ -60,3 +61,16 @@ def test_vae_resume_and_unknown_guide(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "vae.py"), "--guide", "gauss", "--smoke"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode != 0 and "unknown guide 'gauss'" in proc.stderr
+
+
+@pytest.mark.parametrize("labeled", ["15", "50010", "0"])
+def test_ssvae_bad_labeled_counts(labeled):
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "ssvae.py"), "--labeled", labeled],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0 and "--labeled must be a positive multiple of 10 up to 50000" in proc.stderr
+
+
+def test_ssvae_sample_guide_smoke(tmp_path):
+    out = run_example("ssvae", tmp_path, "--no-progress", "--guide", "sample", "--labeled", "100")
+    assert "test error" in out
+    assert (tmp_path / "labeled100_sample_seed0" / "confusion.png").exists()
