@@ -25,7 +25,7 @@ from pyro.infer import Trace_ELBO  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from guides.vae import make_guide  # noqa: E402
 from ppl_models.data import Minibatches, load_mnist  # noqa: E402
-from ppl_models.plots import tile  # noqa: E402
+from ppl_models.plots import save_figure, tile  # noqa: E402
 from ppl_models.train import fit, resolve_device  # noqa: E402
 from ppl_models.vae import VAE  # noqa: E402
 
@@ -119,9 +119,7 @@ def main(args):
             print(f"{kind} z={z_dim}: 99% of test codes within r = {radius:.2f}; "
                   f"test reconstruction BCE {rec:.1f} nats/image")
     fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "ae_vs_vae.png", dpi=80)
-    plt.close(fig)
+    save_figure(fig, out / "ae_vs_vae.png", dpi=70)
     summary["seconds"] = time.time() - t_start
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     print(f"wrote {out / 'ae_vs_vae.png'} ({summary['seconds']:.0f} s)")

@@ -134,8 +134,7 @@ def figures(model, guide, test, pred, out):
             ax.text(j, i, int(conf[i, j]), ha="center", va="center", fontsize=7)
     ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_xticks(range(10)), ax.set_yticks(range(10))
     ax.set_title("confusion matrix, test set")
-    fig.savefig(out / "confusion.png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    plots.save_figure(fig, out / "confusion.png")
 
 
 def main(args):

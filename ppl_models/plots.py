@@ -18,17 +18,21 @@ def _np(t):
     return t.detach().cpu().numpy() if torch.is_tensor(t) else np.asarray(t)
 
 
-def _save(fig, path):
+def save_figure(fig, path, dpi=100):
+    """Write ``fig`` as a PNG with a 128-colour palette (small enough to commit), and close it."""
+    from PIL import Image
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
+    Image.open(path).convert("RGB").quantize(colors=128, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
     return path
 
 
 def tile(images, rows, cols, pad=1):
     """``[rows * cols, 784]`` -> one ``[rows * 29 - 1, cols * 29 - 1]`` array."""
     imgs = _np(images).reshape(-1, 28, 28)
-    out = np.ones((rows * (28 + pad) - pad, cols * (28 + pad) - pad))
+    out = np.full((rows * (28 + pad) - pad, cols * (28 + pad) - pad), 0.3)
     for i, img in enumerate(imgs[: rows * cols]):
         r, c = divmod(i, cols)
         out[r * (28 + pad): r * (28 + pad) + 28, c * (28 + pad): c * (28 + pad) + 28] = img
@@ -42,7 +46,7 @@ def image_grid(images, path, rows=None, cols=10, title=None):
     ax.axis("off")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def reconstructions(x, x_rec, path, n=10):
@@ -63,7 +67,7 @@ def latent_scatter(z, labels, path, title="latent codes of the test set", circle
         ax.set_xlim(-lim, lim), ax.set_ylim(-lim, lim)
     ax.set_aspect("equal")
     ax.set_xlabel("z[0]"), ax.set_ylabel("z[1]"), ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def manifold(decode, path, n=15, z_dim=2, title="manifold through the Gaussian inverse CDF"):
@@ -95,4 +99,4 @@ def loss_curves(metrics_csv, path, keys=("loss", "valid_loss"), title="negative 
         if pts:
             ax.plot(*zip(*pts), marker="." if len(pts) < 30 else None, label=k)
     ax.set_xlabel("epoch"), ax.set_title(title), ax.legend(), ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
