@@ -40,6 +40,7 @@ def parser():
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-decay", type=float, default=1.0, help="learning rate of epoch e: lr * decay^(e-1)")
     p.add_argument("--optim", default="adam", choices=["adam", "rmsprop"])
     p.add_argument("--elbo", default="trace", choices=["trace", "meanfield"],
                    help="Trace_ELBO (Monte Carlo KL) or TraceMeanField_ELBO (analytic KL where it exists)")
@@ -90,7 +91,8 @@ def main(args):
     print(f"VAE: decoder={args.decoder} likelihood={likelihood} z={args.z_dim} guide={args.guide} "
           f"beta={args.beta} on {device}, {len(train)} training images ({args.binarize})")
     fit(model, guide, elbo, Minibatches(train, args.batch_size, args.binarize), epochs=args.epochs, out=out,
-        optim=args.optim, lr=args.lr, validate=validate, valid_every=args.valid_every, resume=args.resume,
+        optim=args.optim, lr=args.lr, lr_decay=args.lr_decay, validate=validate, valid_every=args.valid_every,
+        resume=args.resume,
         seed=args.seed, progress=not args.no_progress, step_kwargs=lambda e: {"beta": args.beta})
     train_time = time.time() - t_start
 

@@ -103,7 +103,7 @@ def load_checkpoint(path, model, guide, optimizer=None, map_location="cpu"):
     return ckpt
 
 
-def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, validate=None,
+def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_decay=1.0, validate=None,
         valid_every=1, best=None, resume=False, seed=0, progress=True, step_kwargs=None,
         log=print):
     """Train ``model`` and ``guide`` (``nn.Module`` s with ``.model`` / ``.guide`` methods).
@@ -117,6 +117,8 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, vali
     validate:   ``validate()`` returns a dict of floats, run every ``valid_every`` epochs (and after
                 the last) and written to ``metrics.csv`` and the progress line.
     best:       ``(metric, "min" | "max")``: keep ``best.pt`` at the best value of that metric.
+    lr, lr_decay: the learning rate of epoch e is ``lr * lr_decay ** (e - 1)``, also after a resume
+                (so resuming with a smaller ``lr`` is a step schedule).
     Returns the list of per-epoch metric dicts.
     """
     out = Path(out)
@@ -138,6 +140,9 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, vali
     last_good = f"{ckpt_path} (epoch {start - 1})" if start > 1 else "none written yet"
     for epoch in range(start, epochs + 1):
         model.train(), guide.train()
+        epoch_lr = lr * lr_decay ** (epoch - 1)
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr
         kwargs = step_kwargs(epoch) if step_kwargs else {}
         t0, total, count = time.perf_counter(), 0.0, 0
         steps = batches(epoch) if callable(batches) else batches
@@ -155,7 +160,8 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, vali
             total += value
             count += len(args[0])
             bar.set_postfix(loss=f"{total / count:.2f}")
-        row = {"epoch": epoch, "loss": total / max(count, 1), "seconds": time.perf_counter() - t0, **kwargs}
+        row = {"epoch": epoch, "loss": total / max(count, 1), "seconds": time.perf_counter() - t0, "lr": epoch_lr,
+               **kwargs}
         if validate is not None and (epoch % valid_every == 0 or epoch == epochs):
             model.eval(), guide.eval()
             with torch.no_grad():

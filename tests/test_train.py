@@ -91,3 +91,10 @@ def test_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA"):
             resolve_device("cuda")
+
+
+def test_learning_rate_schedule_is_derived_from_the_epoch(tmp_path, fake_images):
+    _, _, hist = run(tmp_path, fake_images, 3, lr=0.01, lr_decay=0.5)
+    assert [h["lr"] for h in hist] == [0.01, 0.005, 0.0025]
+    _, _, hist = run(tmp_path, fake_images, 4, resume=True, lr=0.001)  # resume with a smaller lr
+    assert [h["lr"] for h in hist] == [0.01, 0.005, 0.0025, 0.001]
