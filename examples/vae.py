@@ -90,14 +90,13 @@ def main(args):
 
     print(f"VAE: decoder={args.decoder} likelihood={likelihood} z={args.z_dim} guide={args.guide} "
           f"beta={args.beta} on {device}, {len(train)} training images ({args.binarize})")
-    fit(model, guide, elbo, Minibatches(train, args.batch_size, args.binarize), epochs=args.epochs, out=out,
+    history = fit(model, guide, elbo, Minibatches(train, args.batch_size, args.binarize), epochs=args.epochs, out=out,
         optim=args.optim, lr=args.lr, lr_decay=args.lr_decay, validate=validate, valid_every=args.valid_every,
         resume=args.resume,
         seed=args.seed, progress=not args.no_progress, step_kwargs=lambda e: {"beta": args.beta})
-    train_time = time.time() - t_start
-
     model.eval(), guide.eval()
-    results = {"args": vars(args), "device": str(device), "train_seconds": train_time}
+    results = {"args": vars(args), "device": str(device), "epochs_trained": len(history),
+               "train_seconds": sum(h["seconds"] for h in history)}  # over all resumed runs
     if score:
         t0 = time.time()
         x_test = test.x[: args.eval_images]
