@@ -14,6 +14,7 @@ import pyro
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ppl_models.ssvae import SSVAE  # noqa: E402
 from ppl_models.vae import VAE  # noqa: E402
 
 
@@ -23,6 +24,7 @@ def models():
     return {
         "vae": (VAE(4, (8,)).model, (x,)),
         "vae_gaussian": (VAE(4, (8,), likelihood="gaussian").model, (torch.rand(3, 784),)),
+        "ssvae": (SSVAE(4, (8,)).model, (x, None)),
     }
 
 
