@@ -15,6 +15,7 @@ SMOKE = {  # script -> extra arguments for its smoke run (each run also gets --s
     "benchmark_vae": [],
     "render_models": [],
     "ssvae": ["--no-progress"],
+    "benchmark_ssvae": [],
 }
 
 

@@ -1,0 +1,139 @@
+"""Benchmark: the Pyro M2 training step (``TraceEnum_ELBO`` summing out the label, plus the
+classification term) against a hand-written PyTorch M2 loss of the same networks that sums over the
+ten labels explicitly, timed in one run (interleaved blocks, median).
+
+    python examples/benchmark_ssvae.py
+
+One "step" is one unlabelled batch and one labelled batch, as in ``examples/ssvae.py``.
+"""
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pyro
+import torch
+from torch.nn.functional import binary_cross_entropy_with_logits, cross_entropy, log_softmax, softplus
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from guides.ssvae import make_guide  # noqa: E402
+from ppl_models.data import load_mnist  # noqa: E402
+from ppl_models.ssvae import N_CLASSES, M2Objective, SSVAE, cat_label  # noqa: E402
+from ppl_models.train import resolve_device  # noqa: E402
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def hand_elbo_terms(model, guide, x, labels, eps=None):
+    """log p(x, y, z) - log q(z | x, y) for each row of ``labels`` (``[K, B]`` or ``[K, 1]``): ``[K, B]``."""
+    loc, scale = guide.z_net(cat_label(guide.features_z(x), labels)).chunk(2, -1)
+    scale = softplus(scale) + 1e-4
+    eps = torch.randn_like(loc) if eps is None else eps
+    z = loc + scale * eps
+    logits = model.decoder(cat_label(z, labels))
+    log_px = -binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+    log_pz = -0.5 * (z ** 2 + LOG_2PI).sum(-1)
+    log_qz = (-0.5 * (((z - loc) / scale) ** 2 + LOG_2PI) - scale.log()).sum(-1)
+    return log_px - math.log(N_CLASSES) + log_pz - log_qz
+
+
+def hand_m2_loss(model, guide, x, y=None, alpha=0.0):
+    """The M2 loss written out: labelled -ELBO + alpha * CE, or the unlabelled -ELBO with the sum
+    over the ten labels done explicitly, sum_y q(y|x) (ELBO(x, y) - log q(y|x))."""
+    if y is not None:
+        return -hand_elbo_terms(model, guide, x, y[None]).sum() + alpha * cross_entropy(
+            guide.classifier(x), y, reduction="sum")
+    log_q = log_softmax(guide.classifier(x), -1).T  # [10, B]
+    terms = hand_elbo_terms(model, guide, x, torch.arange(N_CLASSES, device=x.device)[:, None])
+    return -(log_q.exp() * (terms - log_q)).sum()
+
+
+def parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--guide", default="mlp", choices=["mlp", "conv"])
+    p.add_argument("--z-dim", type=int, default=50)
+    p.add_argument("--hidden", type=int, default=500)
+    p.add_argument("--alpha", type=float, default=50.0)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--steps", type=int, default=20, help="steps per timed block")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default="results/benchmark_ssvae")
+    p.add_argument("--smoke", action="store_true")
+    return p
+
+
+def main(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.smoke:
+        args.steps, args.repeats = 2, 1
+    device = resolve_device(args.device)
+    pyro.set_rng_seed(0)
+    train, _, _ = load_mnist("mnist", device, "dynamic")
+    bs = args.batch_size
+    x = torch.bernoulli(train.x[:2 * bs * args.steps]).reshape(args.steps, 2, bs, 784)
+    y = train.y[:2 * bs * args.steps].reshape(args.steps, 2, bs)
+    pairs = [(x[i, 0], x[i, 1], y[i, 1]) for i in range(args.steps)]  # (unlabelled, labelled, labels)
+    model = SSVAE(args.z_dim, (args.hidden,)).to(device)
+    guide = make_guide(args.guide, args.z_dim, args.hidden).to(device)
+    opt = torch.optim.Adam(list(model.parameters()) + list(guide.parameters()), lr=1e-3)
+    objective = M2Objective(guide.classifier, args.alpha)
+
+    def pyro_step(xu, xl, yl):
+        with pyro.validation_enabled(False):
+            objective.loss_and_grads(model.model, guide.guide, xu)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            objective.loss_and_grads(model.model, guide.guide, xl, yl)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    def torch_step(xu, xl, yl):
+        for x, y in ((xu, None), (xl, yl)):
+            hand_m2_loss(model, guide, x, y, args.alpha).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    def block(step):
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        sync()
+        t0 = time.perf_counter()
+        for batch in pairs:
+            step(*batch)
+        sync()
+        return (time.perf_counter() - t0) / len(pairs)
+
+    xu, xl, yl = pairs[0]
+    with torch.no_grad():
+        a = [sum(objective.loss(model.model, guide.guide, *b) for _ in range(10)) / 10 for b in ((xu,), (xl, yl))]
+        b = [sum(hand_m2_loss(model, guide, *bb, alpha=args.alpha).item() for _ in range(10)) / 10
+             for bb in ((xu,), (xl, yl))]
+    print(f"loss of one unlabelled / labelled batch, mean of 10 draws: Pyro {a[0]:.0f} / {a[1]:.0f}, "
+          f"hand-written {b[0]:.0f} / {b[1]:.0f}")
+    block(pyro_step), block(torch_step)  # warm-up
+    times = {"pyro": [], "torch": []}
+    for _ in range(args.repeats):
+        times["pyro"].append(block(pyro_step))
+        times["torch"].append(block(torch_step))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratio = med["pyro"] / med["torch"]
+    print(f"M2 step (unlabelled + labelled batch of {bs}), guide {args.guide}, {device}, "
+          f"{torch.get_num_threads()} threads, median of {args.repeats} blocks of {args.steps}:")
+    print(f"  Pyro (TraceEnum_ELBO + classifier)  {1e3 * med['pyro']:.1f} ms")
+    print(f"  hand-written explicit sum           {1e3 * med['torch']:.1f} ms")
+    print(f"  ratio Pyro / torch                  {ratio:.3f}")
+    result = {"ms_pyro": 1e3 * med["pyro"], "ms_torch": 1e3 * med["torch"], "ratio": ratio, "device": str(device),
+              "threads": torch.get_num_threads(), "times": times}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmark.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main(parser().parse_args())
