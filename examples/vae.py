@@ -21,7 +21,7 @@ from guides.vae import GUIDES, make_guide  # noqa: E402
 from ppl_models import plots  # noqa: E402
 from ppl_models.data import BINARIZE_MODES, Minibatches, check_images, load_mnist  # noqa: E402
 from ppl_models.evaluate import evaluate  # noqa: E402
-from ppl_models.train import fit, resolve_device  # noqa: E402
+from ppl_models.train import BEST, fit, load_checkpoint, resolve_device  # noqa: E402
 from ppl_models.vae import DECODERS, LIKELIHOODS, VAE  # noqa: E402
 
 
@@ -92,11 +92,14 @@ def main(args):
           f"beta={args.beta} on {device}, {len(train)} training images ({args.binarize})")
     history = fit(model, guide, elbo, Minibatches(train, args.batch_size, args.binarize), epochs=args.epochs, out=out,
         optim=args.optim, lr=args.lr, lr_decay=args.lr_decay, validate=validate, valid_every=args.valid_every,
-        resume=args.resume,
+        resume=args.resume, best=("valid_loss", "min") if score else None,
         seed=args.seed, progress=not args.no_progress, step_kwargs=lambda e: {"beta": args.beta})
-    model.eval(), guide.eval()
     results = {"args": vars(args), "device": str(device), "epochs_trained": len(history),
                "train_seconds": sum(h["seconds"] for h in history)}  # over all resumed runs
+    if (out / BEST).exists():  # early stopping: evaluate the parameters of the best validation epoch
+        results["eval_epoch"] = load_checkpoint(out / BEST, model, guide, map_location=device)["epoch"]
+        print(f"evaluating the best validation epoch, {results['eval_epoch']} of {len(history)}")
+    model.eval(), guide.eval()
     if score:
         t0 = time.time()
         x_test = test.x[: args.eval_images]
