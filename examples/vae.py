@@ -41,6 +41,8 @@ def parser():
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-decay", type=float, default=1.0, help="learning rate of epoch e: lr * decay^(e-1)")
+    p.add_argument("--lr-steps", nargs="*", default=[], metavar="EPOCH:LR",
+                   help="step schedule: from EPOCH on use LR (e.g. 115:3e-4 182:1e-4)")
     p.add_argument("--optim", default="adam", choices=["adam", "rmsprop"])
     p.add_argument("--elbo", default="trace", choices=["trace", "meanfield"],
                    help="Trace_ELBO (Monte Carlo KL) or TraceMeanField_ELBO (analytic KL where it exists)")
@@ -91,7 +93,7 @@ def main(args):
     print(f"VAE: decoder={args.decoder} likelihood={likelihood} z={args.z_dim} guide={args.guide} "
           f"beta={args.beta} on {device}, {len(train)} training images ({args.binarize})")
     history = fit(model, guide, elbo, Minibatches(train, args.batch_size, args.binarize), epochs=args.epochs, out=out,
-        optim=args.optim, lr=args.lr, lr_decay=args.lr_decay, validate=validate, valid_every=args.valid_every,
+        optim=args.optim, lr=step_schedule(args.lr, args.lr_steps), lr_decay=args.lr_decay, validate=validate, valid_every=args.valid_every,
         resume=args.resume, best=("valid_loss", "min") if score else None,
         seed=args.seed, progress=not args.no_progress, step_kwargs=lambda e: {"beta": args.beta})
     results = {"args": vars(args), "device": str(device), "epochs_trained": len(history),
@@ -116,6 +118,15 @@ def main(args):
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"figures and results in {out}/ (total {results['total_seconds']:.0f} s)")
     return results
+
+
+def step_schedule(lr, steps):
+    """``lr`` until the first ``EPOCH:LR`` step, then that step's rate, and so on."""
+    try:
+        table = sorted((int(e), float(v)) for e, v in (s.split(":") for s in steps))
+    except ValueError:
+        raise SystemExit(f"--lr-steps takes EPOCH:LR pairs such as 100:3e-4, got {steps}")
+    return lambda epoch: next((v for e, v in reversed(table) if epoch >= e), lr)
 
 
 def figures(model, guide, test, out, args):

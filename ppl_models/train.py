@@ -118,13 +118,15 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
                 the last) and written to ``metrics.csv`` and the progress line.
     best:       ``(metric, "min" | "max")``: keep ``best.pt`` at the best value of that metric.
     lr, lr_decay: the learning rate of epoch e is ``lr * lr_decay ** (e - 1)``, also after a resume
-                (so resuming with a smaller ``lr`` is a step schedule).
+                (so resuming with a smaller ``lr`` is a step schedule); ``lr`` may also be a function
+                ``lr(epoch)``.
     Returns the list of per-epoch metric dicts.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     params = list(model.parameters()) + list(guide.parameters())
-    optimizer = make_optimizer(params, optim, lr)
+    lr_at = lr if callable(lr) else (lambda e: lr)
+    optimizer = make_optimizer(params, optim, lr_at(1))
     pyro.clear_param_store()  # parameters live in the modules; stale store entries would shadow them
     pyro.set_rng_seed(seed)
     history, start, best_value = [], 1, None
@@ -140,7 +142,7 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
     last_good = f"{ckpt_path} (epoch {start - 1})" if start > 1 else "none written yet"
     for epoch in range(start, epochs + 1):
         model.train(), guide.train()
-        epoch_lr = lr * lr_decay ** (epoch - 1)
+        epoch_lr = lr_at(epoch) * lr_decay ** (epoch - 1)
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr
         kwargs = step_kwargs(epoch) if step_kwargs else {}

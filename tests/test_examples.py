@@ -75,3 +75,12 @@ def test_ssvae_sample_guide_smoke(tmp_path):
     out = run_example("ssvae", tmp_path, "--no-progress", "--guide", "sample", "--labeled", "100")
     assert "test error" in out
     assert (tmp_path / "labeled100_sample_seed0" / "confusion.png").exists()
+
+
+def test_vae_step_schedule():
+    sys.path.insert(0, str(ROOT / "examples"))
+    from vae import step_schedule
+    f = step_schedule(1e-3, ["115:3e-4", "182:1e-4"])
+    assert [f(e) for e in (1, 114, 115, 181, 182, 900)] == [1e-3, 1e-3, 3e-4, 3e-4, 1e-4, 1e-4]
+    with pytest.raises(SystemExit, match="EPOCH:LR"):
+        step_schedule(1e-3, ["ten:1"])
