@@ -94,9 +94,14 @@ def loss_curves(metrics_csv, path, keys=("loss", "valid_loss"), title="negative 
     with open(metrics_csv) as f:
         rows = list(csv.DictReader(f))
     fig, ax = plt.subplots(figsize=(6, 4))
+    values = []
     for k in keys:
         pts = [(int(r["epoch"]), float(r[k])) for r in rows if r.get(k) not in (None, "")]
         if pts:
             ax.plot(*zip(*pts), marker="." if len(pts) < 30 else None, label=k)
+            values += [v for _, v in pts]
+    if len(values) > 20:  # leave the first epochs' steep drop out of the frame
+        lo, hi = np.percentile(values, [0, 95])
+        ax.set_ylim(lo - 0.05 * (hi - lo), hi)
     ax.set_xlabel("epoch"), ax.set_title(title), ax.legend(), ax.grid(alpha=0.3)
     return save_figure(fig, path)

@@ -171,9 +171,9 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
         history.append(row)
         improved = False
         if best is not None and best[0] in row:
-            value, mode = row[best[0]], best[1]
-            improved = best_value is None or (value < best_value if mode == "min" else value > best_value)
-            best_value = value if improved else best_value
+            metric, mode = row[best[0]], best[1]
+            improved = best_value is None or (metric < best_value if mode == "min" else metric > best_value)
+            best_value = metric if improved else best_value
         ckpt = {"model": model.state_dict(), "guide": guide.state_dict(), "optimizer": optimizer.state_dict(),
                 "epoch": epoch, "rng": rng_state(), "history": history, "best_value": best_value}
         atomic_save(ckpt, ckpt_path)
