@@ -35,7 +35,7 @@ class EncoderGuide(nn.Module):
         """A representative code for each image: the mean of the base Gaussian (the point for delta)."""
         h = self.encoder(x)
         head = self.head.base if isinstance(self.head, IAF) else self.head
-        return head.loc(h) if hasattr(head, "loc") else head(h)
+        return head.loc(h)
 
 
 class PointHead(nn.Module):

@@ -279,7 +279,7 @@ def labeled_indices(labels, n_labeled, seed=0, n_classes=10):
     return labeled, mask.nonzero().squeeze(1)
 
 
-def check_images(x, n_pixels=784, binary=False):
+def check_images(x, n_pixels=784):
     """Raise a clear error for data a model cannot score: wrong shape, NaN, values outside [0, 1]."""
     if not torch.is_tensor(x):
         raise TypeError(f"images must be a torch.Tensor, got {type(x).__name__}")
@@ -289,6 +289,4 @@ def check_images(x, n_pixels=784, binary=False):
         raise ValueError("images contain NaN pixels")
     if x.min() < 0 or x.max() > 1:
         raise ValueError("pixel values must lie in [0, 1]")
-    if binary and not ((x == 0) | (x == 1)).all():
-        raise ValueError("a Bernoulli likelihood needs binarised pixels (0 or 1); use --binarize dynamic/static")
     return x
