@@ -9,9 +9,7 @@ One "step" is one unlabelled batch and one labelled batch, as in ``examples/ssva
 import argparse
 import json
 import math
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import pyro
@@ -20,6 +18,7 @@ from torch.nn.functional import binary_cross_entropy_with_logits, cross_entropy,
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from guides.ssvae import make_guide  # noqa: E402
+from ppl_models.benchmark import time_interleaved  # noqa: E402
 from ppl_models.data import load_mnist  # noqa: E402
 from ppl_models.ssvae import N_CLASSES, M2Objective, SSVAE, cat_label  # noqa: E402
 from ppl_models.train import resolve_device  # noqa: E402
@@ -99,15 +98,6 @@ def main(args):
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-    def block(step):
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        sync()
-        t0 = time.perf_counter()
-        for batch in pairs:
-            step(*batch)
-        sync()
-        return (time.perf_counter() - t0) / len(pairs)
-
     xu, xl, yl = pairs[0]
     with torch.no_grad():
         a = [sum(objective.loss(model.model, guide.guide, *b) for _ in range(10)) / 10 for b in ((xu,), (xl, yl))]
@@ -115,12 +105,8 @@ def main(args):
              for bb in ((xu,), (xl, yl))]
     print(f"loss of one unlabelled / labelled batch, mean of 10 draws: Pyro {a[0]:.0f} / {a[1]:.0f}, "
           f"hand-written {b[0]:.0f} / {b[1]:.0f}")
-    block(pyro_step), block(torch_step)  # warm-up
-    times = {"pyro": [], "torch": []}
-    for _ in range(args.repeats):
-        times["pyro"].append(block(pyro_step))
-        times["torch"].append(block(torch_step))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    timed = time_interleaved({"pyro": pyro_step, "torch": torch_step}, pairs, args.repeats, device)
+    med = {k: v["median"] for k, v in timed.items()}
     ratio = med["pyro"] / med["torch"]
     print(f"M2 step (unlabelled + labelled batch of {bs}), guide {args.guide}, {device}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats} blocks of {args.steps}:")
@@ -128,7 +114,7 @@ def main(args):
     print(f"  hand-written explicit sum           {1e3 * med['torch']:.1f} ms")
     print(f"  ratio Pyro / torch                  {ratio:.3f}")
     result = {"ms_pyro": 1e3 * med["pyro"], "ms_torch": 1e3 * med["torch"], "ratio": ratio, "device": str(device),
-              "threads": torch.get_num_threads(), "times": times}
+              "threads": torch.get_num_threads(), "times": {k: v["times"] for k, v in timed.items()}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").write_text(json.dumps(result, indent=1))

@@ -9,7 +9,6 @@ runs (``Trace_ELBO.loss_and_grads`` with argument validation off, then ``optimiz
 """
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from guides.vae import make_guide  # noqa: E402
+from ppl_models.benchmark import time_interleaved  # noqa: E402
 from ppl_models.data import load_mnist  # noqa: E402
 from ppl_models.evaluate import evaluate  # noqa: E402
 from ppl_models.train import resolve_device  # noqa: E402
@@ -86,17 +86,6 @@ def main(args):
                                                                                tuple(args.hidden)).to(device)
     opt = torch.optim.Adam(list(model.parameters()) + list(guide.parameters()), lr=1e-3)
 
-    def block(step):
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        sync()
-        t0 = time.perf_counter()
-        for x in batches:
-            opt.zero_grad(set_to_none=True)
-            step(x)
-            opt.step()
-        sync()
-        return (time.perf_counter() - t0) / len(batches)
-
     print(f"training step, batch {args.batch_size}, MLP {args.hidden}, z={args.z_dim}, {device}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved blocks of {args.steps} steps:")
     result = {"device": str(device), "threads": torch.get_num_threads()}
@@ -104,30 +93,31 @@ def main(args):
         elbo = elbo_class()
 
         def pyro_step(x):
+            opt.zero_grad(set_to_none=True)
             with pyro.validation_enabled(False):
-                return elbo.loss_and_grads(model.model, guide.guide, x)
+                elbo.loss_and_grads(model.model, guide.guide, x)
+            opt.step()
 
         def torch_step(x):
+            opt.zero_grad(set_to_none=True)
             loss = hand_loss(model, guide, x)
             loss.backward()
-            return loss.item()
+            loss.item()
+            opt.step()
 
         with torch.no_grad():  # the two losses agree in expectation
             x = batches[0]
             a = sum(elbo.loss(model.model, guide.guide, x) for _ in range(20)) / 20
             b = sum(hand_loss(model, guide, x).item() for _ in range(20)) / 20
-        block(pyro_step), block(torch_step)  # warm-up
-        times = {"pyro": [], "torch": []}
-        for _ in range(args.repeats):
-            times["pyro"].append(block(pyro_step))
-            times["torch"].append(block(torch_step))
-        med = {k: statistics.median(v) for k, v in times.items()}
+        timed = time_interleaved({"pyro": pyro_step, "torch": torch_step}, [(x,) for x in batches],
+                                 args.repeats, device)
+        med = {k: v["median"] for k, v in timed.items()}
         ratio = med["pyro"] / med["torch"]
         print(f"  {name:15s} Pyro {elbo_class.__name__:19s} {1e3 * med['pyro']:7.2f} ms/step | hand-written "
               f"{1e3 * med['torch']:7.2f} ms/step | ratio {ratio:.3f}   (-ELBO of one batch, 20 draws: "
               f"{a:.0f} vs {b:.0f})")
         result[name] = {"ms_pyro": 1e3 * med["pyro"], "ms_torch": 1e3 * med["torch"], "ratio": ratio,
-                        "times": times}
+                        "times": {k: v["times"] for k, v in timed.items()}}
 
     x = test.x[: args.eval_images]
     t0 = time.perf_counter()

@@ -6,6 +6,7 @@ Needs the Python package ``graphviz`` and the Graphviz ``dot`` program (Debian: 
 graphviz``); where either is missing it says so and skips, without failing.
 """
 import argparse
+import importlib.util
 import shutil
 import sys
 from pathlib import Path
@@ -37,9 +38,7 @@ def parser():
 
 
 def main(args):
-    try:
-        import graphviz  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("graphviz") is None:
         print("skipping plate diagrams: the Python package 'graphviz' is not installed (pip install graphviz)")
         return []
     if shutil.which("dot") is None:

@@ -1,6 +1,5 @@
 """Small networks shared by the models and guides. No Pyro in here: the generative story and the
 variational families live in their own files and only call these."""
-import torch
 from torch import nn
 
 
