@@ -37,16 +37,17 @@ def parser():
     p.add_argument("--z-dim", type=int, default=50)
     p.add_argument("--hidden", type=int, nargs="+", default=[500, 500], help="MLP hidden sizes")
     p.add_argument("--beta", type=float, default=1.0, help="KL weight (0 with --guide delta: autoencoder)")
-    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--epochs", type=int, default=244)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-decay", type=float, default=1.0, help="learning rate of epoch e: lr * decay^(e-1)")
-    p.add_argument("--lr-steps", nargs="*", default=[], metavar="EPOCH:LR",
-                   help="step schedule: from EPOCH on use LR (e.g. 115:3e-4 182:1e-4)")
+    p.add_argument("--lr-steps", nargs="*", default=["117:3e-4", "185:1e-4"], metavar="EPOCH:LR",
+                   help="step schedule: from EPOCH on use LR (default: the measured diag run's; "
+                        "pass --lr-steps with nothing for a constant rate)")
     p.add_argument("--optim", default="adam", choices=["adam", "rmsprop"])
     p.add_argument("--elbo", default="trace", choices=["trace", "meanfield"],
                    help="Trace_ELBO (Monte Carlo KL) or TraceMeanField_ELBO (analytic KL where it exists)")
-    p.add_argument("--valid-every", type=int, default=5)
+    p.add_argument("--valid-every", type=int, default=5)  # validation draws from the RNG stream too
     p.add_argument("--eval-samples", type=int, default=5000, help="importance samples S for the test NLL")
     p.add_argument("--eval-images", type=int, default=10000, help="test images used for the NLL")
     p.add_argument("--out", default="results/vae")
