@@ -28,7 +28,7 @@ LOG_2PI = math.log(2 * math.pi)
 
 def hand_elbo_terms(model, guide, x, labels, eps=None):
     """log p(x, y, z) - log q(z | x, y) for each row of ``labels`` (``[K, B]`` or ``[K, 1]``): ``[K, B]``."""
-    loc, scale = guide.z_net(cat_label(guide.features_z(x), labels)).chunk(2, -1)
+    loc, scale = guide.z_params(x, labels)
     scale = softplus(scale) + 1e-4
     eps = torch.randn_like(loc) if eps is None else eps
     z = loc + scale * eps

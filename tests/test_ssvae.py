@@ -20,7 +20,7 @@ def explicit_terms(model, guide, x, z):
     out = []
     for label in range(10):
         y = torch.full((len(x),), label)
-        loc, scale = guide.z_net(cat_label(guide.features_z(x), y)).chunk(2, -1)
+        loc, scale = guide.z_params(x, y)
         scale = torch.nn.functional.softplus(scale) + 1e-4
         zy = z[label]
         log_px = dist.Bernoulli(logits=model.decoder(cat_label(zy, y))).log_prob(x).sum(-1)
@@ -107,3 +107,16 @@ def test_sampled_guide_draws_one_label_per_image(fake_images):
 def test_bad_labels_are_clear_errors(y, match):
     with pytest.raises(ValueError, match=match):
         SSVAE(Z, (16,)).model(torch.zeros(4, 784), y)
+
+
+def test_split_first_layer_equals_concatenation():
+    """q(z | x, y) acts on [features(x), onehot(y)]; the split first layer must be that Linear."""
+    guide = make_guide("mlp", Z, 16)
+    x = torch.rand(4, 784)
+    y = torch.tensor([0, 3, 9, 3])
+    w = torch.cat([guide.z_from_x.weight, guide.z_from_y.weight], 1)
+    h = torch.nn.functional.linear(cat_label(guide.features_z(x), y), w, guide.z_from_x.bias)
+    expect = guide.z_head(h).chunk(2, -1)[0]
+    assert torch.allclose(guide.encode(x, y), expect, atol=1e-6)
+    # enumerated labels [10, 1] broadcast against the batch
+    assert guide.z_params(x, torch.arange(10)[:, None])[0].shape == (10, 4, Z)
