@@ -1,6 +1,14 @@
 """Small networks shared by the models and guides. No Pyro in here: the generative story and the
 variational families live in their own files and only call these."""
+import torch
 from torch import nn
+
+
+def concat(*tensors):
+    """Concatenate along the last dimension, broadcasting the leading (batch) dimensions, e.g.
+    ``[B, d1]`` with ``[S, B, d2]`` (S particles) gives ``[S, B, d1 + d2]``."""
+    shape = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
+    return torch.cat([t.expand(*shape, t.shape[-1]) for t in tensors], -1)
 
 
 def mlp(sizes, activation=nn.ReLU, out_activation=None):

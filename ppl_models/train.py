@@ -104,7 +104,7 @@ def load_checkpoint(path, model, guide, optimizer=None, map_location="cpu"):
 
 
 def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_decay=1.0, validate=None,
-        valid_every=1, best=None, resume=False, seed=0, progress=True, step_kwargs=None,
+        valid_every=1, best=None, patience=None, resume=False, seed=0, progress=True, step_kwargs=None,
         log=print):
     """Train ``model`` and ``guide`` (``nn.Module`` s with ``.model`` / ``.guide`` methods).
 
@@ -117,6 +117,8 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
     validate:   ``validate()`` returns a dict of floats, run every ``valid_every`` epochs (and after
                 the last) and written to ``metrics.csv`` and the progress line.
     best:       ``(metric, "min" | "max")``: keep ``best.pt`` at the best value of that metric.
+    patience:   early stopping: end training once ``patience`` validations in a row did not
+                improve ``best`` (``None``: run all epochs).
     lr, lr_decay: the learning rate of epoch e is ``lr * lr_decay ** (e - 1)``, also after a resume
                 (so resuming with a smaller ``lr`` is a step schedule); ``lr`` may also be a function
                 ``lr(epoch)``.
@@ -124,22 +126,26 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    params = list(model.parameters()) + list(guide.parameters())
+    params = list({id(p): p for p in [*model.parameters(), *guide.parameters()]}.values())  # shared once
     lr_at = lr if callable(lr) else (lambda e: lr)
     optimizer = make_optimizer(params, optim, lr_at(1))
     pyro.clear_param_store()  # parameters live in the modules; stale store entries would shadow them
     pyro.set_rng_seed(seed)
-    history, start, best_value = [], 1, None
+    history, start, best_value, stale = [], 1, None, 0
     ckpt_path = out / CHECKPOINT
     if resume:
         if ckpt_path.exists():
             ckpt = load_checkpoint(ckpt_path, model, guide, optimizer, map_location=params[0].device)
             history, start, best_value = ckpt["history"], ckpt["epoch"] + 1, ckpt.get("best_value")
+            stale = ckpt.get("stale", 0)
             set_rng_state(ckpt["rng"])
             log(f"resumed from {ckpt_path} after epoch {ckpt['epoch']}")
         else:
             log(f"--resume: no checkpoint in {out}, starting from scratch")
     last_good = f"{ckpt_path} (epoch {start - 1})" if start > 1 else "none written yet"
+    if patience is not None and stale >= patience:
+        log(f"already stopped early after epoch {start - 1}")
+        return history
     for epoch in range(start, epochs + 1):
         model.train(), guide.train()
         epoch_lr = lr_at(epoch) * lr_decay ** (epoch - 1)
@@ -174,12 +180,17 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
             metric, mode = row[best[0]], best[1]
             improved = best_value is None or (metric < best_value if mode == "min" else metric > best_value)
             best_value = metric if improved else best_value
+            stale = 0 if improved else stale + 1
         ckpt = {"model": model.state_dict(), "guide": guide.state_dict(), "optimizer": optimizer.state_dict(),
-                "epoch": epoch, "rng": rng_state(), "history": history, "best_value": best_value}
+                "epoch": epoch, "rng": rng_state(), "history": history, "best_value": best_value,
+                "stale": stale}
         atomic_save(ckpt, ckpt_path)
         if improved:
             atomic_save(ckpt, out / BEST)
         write_metrics(history, out / METRICS)
         last_good = f"{ckpt_path} (epoch {epoch})"
         log("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        if patience is not None and stale >= patience:
+            log(f"early stop: {best[0]} did not improve for {stale} validations (best {best_value:.4g})")
+            break
     return history

@@ -1,0 +1,58 @@
+"""Guides for ``ppl_models.cvae.CVAE``.
+
+    recognition   q(z | x, y) = N(mu_q(x, y), sigma_q(x, y)): the CVAE of Sohn et al.
+    gsnn          q(z | x, y) = p(z | x): the conditional prior is its own guide, so the KL term
+                  vanishes and the ELBO is E_{p(z|x)}[log p(y | x, z)], the GSNN objective
+    hybrid        the recognition guide, trained with ``ppl_models.cvae.Hybrid`` (weight ``--hybrid``)
+
+Site: ``"z"`` ``[batch, z_dim]``. Both take the model's arguments ``(x, y, missing)``.
+"""
+import pyro
+import pyro.distributions as dist
+from torch import nn
+from torch.nn.functional import softplus
+
+from ppl_models.nets import concat, mlp
+
+
+class RecognitionGuide(nn.Module):
+    """q(z | x, y): an MLP on the input and the whole target, ``[x, y]``."""
+
+    def __init__(self, x_dim=784, z_dim=200, hidden=(500, 500)):
+        super().__init__()
+        self.net = mlp((x_dim + 784, *hidden, 2 * z_dim))
+
+    def guide(self, x, y=None, missing=None):
+        if y is None:
+            raise ValueError("the recognition guide q(z | x, y) needs y; to predict, sample the prior "
+                             "(CVAE.predict) or use the gsnn guide")
+        pyro.module("cvae_recognition", self)
+        with pyro.plate("data", x.shape[0]):
+            loc, scale = self.net(concat(x, y)).chunk(2, -1)
+            pyro.sample("z", dist.Normal(loc, softplus(scale) + 1e-4).to_event(1))
+
+
+class GSNNGuide(nn.Module):
+    """q(z | x, y) = p(z | x), sharing the model's prior network (it owns no parameters)."""
+
+    def __init__(self, cvae):
+        super().__init__()
+        self._model = [cvae]  # a list, so the model's parameters are not counted twice
+
+    def guide(self, x, y=None, missing=None):
+        cvae = self._model[0]
+        pyro.module("cvae_prior", cvae.prior_net)
+        with pyro.plate("data", x.shape[0]):
+            loc, scale = cvae.prior(x, missing)
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+
+GUIDES = ("recognition", "gsnn", "hybrid")
+
+
+def make_guide(name, cvae, hidden=(500, 500)):
+    if name not in GUIDES:
+        raise ValueError(f"unknown guide {name!r}; choose one of {list(GUIDES)}")
+    if name == "gsnn":
+        return GSNNGuide(cvae)
+    return RecognitionGuide(cvae.x_dim, cvae.z_dim, hidden)
