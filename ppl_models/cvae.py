@@ -56,7 +56,8 @@ def observe(images, missing):
 
 def _likelihood(logits, missing):
     # grey targets (Pyro's protocol) are allowed: the Bernoulli "log-likelihood" is then minus the BCE
-    return dist.Bernoulli(logits=logits, validate_args=False).mask(missing).to_event(1)
+    d = dist.Bernoulli(logits=logits, validate_args=False)
+    return (d if missing is None else d.mask(missing)).to_event(1)
 
 
 def _check(x, y, missing, x_dim):

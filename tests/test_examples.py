@@ -16,6 +16,7 @@ SMOKE = {  # script -> extra arguments for its smoke run (each run also gets --s
     "render_models": [],
     "ssvae": ["--no-progress"],
     "benchmark_ssvae": [],
+    "cvae": ["--no-progress"],
 }
 
 
