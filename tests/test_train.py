@@ -98,3 +98,23 @@ def test_learning_rate_schedule_is_derived_from_the_epoch(tmp_path, fake_images)
     assert [h["lr"] for h in hist] == [0.01, 0.005, 0.0025]
     _, _, hist = run(tmp_path, fake_images, 4, resume=True, lr=0.001)  # resume with a smaller lr
     assert [h["lr"] for h in hist] == [0.01, 0.005, 0.0025, 0.001]
+
+
+def test_early_stopping_after_patience_validations_without_improvement(tmp_path, fake_images):
+    # the validation metric is constant: epoch 1 is the best, epochs 2 and 3 do not improve
+    _, _, hist = run(tmp_path, fake_images, 10, patience=2)
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    _, _, again = run(tmp_path, fake_images, 10, patience=2, resume=True)  # stays stopped
+    assert [h["epoch"] for h in again] == [1, 2, 3]
+
+
+def test_parameters_shared_by_model_and_guide_are_optimised_once(tmp_path, fake_images):
+    from ppl_models.cvae import Baseline
+    baseline = Baseline(784, (8,))
+    x, _ = fake_images
+    before = [p.detach().clone() for p in baseline.parameters()]
+    fit(baseline, baseline, Trace_ELBO(), [(x[:16], x[:16], None)], epochs=1, out=tmp_path, lr=0.1,
+        optim="adam", progress=False, log=lambda s: None)
+    # one Adam step moves every parameter by about lr (not 2 lr, as a duplicated entry would)
+    steps = [(p.detach() - b).abs().max().item() for p, b in zip(baseline.parameters(), before)]
+    assert all(0.05 < s < 0.15 for s in steps)
