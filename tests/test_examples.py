@@ -17,6 +17,8 @@ SMOKE = {  # script -> extra arguments for its smoke run (each run also gets --s
     "ssvae": ["--no-progress"],
     "benchmark_ssvae": [],
     "cvae": ["--no-progress"],
+    "draw": ["--no-progress"],
+    "benchmark_draw": [],
 }
 
 
