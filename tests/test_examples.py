@@ -19,6 +19,7 @@ SMOKE = {  # script -> extra arguments for its smoke run (each run also gets --s
     "cvae": ["--no-progress"],
     "draw": ["--no-progress"],
     "benchmark_draw": [],
+    "vrnn": ["--no-progress"],
 }
 
 
@@ -87,3 +88,26 @@ def test_vae_step_schedule():
     assert [f(e) for e in (1, 114, 115, 181, 182, 900)] == [1e-3, 1e-3, 3e-4, 3e-4, 1e-4, 1e-4]
     with pytest.raises(SystemExit, match="EPOCH:LR"):
         step_schedule(1e-3, ["ten:1"])
+
+
+@pytest.mark.parametrize("extra", [
+    ["--data", "strokes", "--guide", "smoothing", "--condition", "label"],
+    ["--data", "rows", "--prior", "none"],
+])
+def test_vrnn_variants(extra, tmp_path):
+    out = run_example("vrnn", tmp_path, "--no-progress", *extra)
+    assert "test log p(x)" in out
+    assert {"samples.png", "loss.png", "results.json", "best.pt"} <= {p.name for p in tmp_path.iterdir()}
+
+
+@pytest.mark.parametrize("extra", [["--attention", "filterbank"], ["--condition", "label", "--guide", "noerror"]])
+def test_draw_variants(extra, tmp_path):
+    out = run_example("draw", tmp_path, "--no-progress", *extra)
+    assert "test NLL" in out and (tmp_path / "glimpses.png").exists()
+    if "label" in extra:
+        assert (tmp_path / "samples_per_class.png").exists()
+
+
+def test_cvae_label_condition(tmp_path):
+    out = run_example("cvae", tmp_path, "--no-progress", "--condition", "label", "--guide", "hybrid")
+    assert "label" in out and (tmp_path / "label_grey" / "samples_per_class.png").exists()
