@@ -20,6 +20,7 @@ SMOKE = {  # script -> extra arguments for its smoke run (each run also gets --s
     "draw": ["--no-progress"],
     "benchmark_draw": [],
     "vrnn": ["--no-progress"],
+    "benchmark_vrnn": [],
 }
 
 

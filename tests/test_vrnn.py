@@ -126,3 +126,18 @@ def test_generate_and_bad_input():
         model.model(torch.full((2, 5, 4), float("nan")), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="unknown prior"):
         VRNN("bernoulli", "gaussian")
+
+
+def test_hand_written_benchmark_loss_equals_pyro_under_the_same_noise():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from benchmark_vrnn import hand_vrnn_loss
+    x = rows()
+    model = VRNN("bernoulli", "learned", Z, H)
+    guide = make_guide("filtering", model, H)
+    torch.manual_seed(3)
+    pyro_loss = Trace_ELBO().loss(model.model, guide.guide, x)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        assert hand_vrnn_loss(model, guide, x).item() == pytest.approx(pyro_loss, rel=1e-5)

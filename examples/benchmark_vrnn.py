@@ -1,0 +1,121 @@
+"""Benchmark: the Pyro VRNN training step (``Trace_ELBO`` over T latent and T observed sites, the
+filtering guide) against a hand-written PyTorch VRNN loss of the same networks, timed in one run
+(interleaved blocks, median), on MNIST rows (28 steps of 28 binarised pixels).
+
+    python examples/benchmark_vrnn.py
+    python examples/benchmark_vrnn.py --hidden 256
+
+The hand-written loss runs the recurrence once; the Pyro pair runs it twice (in the guide, which
+needs h_{t-1}, and in the model), the price of writing story and variational family apart.
+"""
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import pyro
+import torch
+from pyro.infer import Trace_ELBO
+from torch.nn.functional import binary_cross_entropy_with_logits, softplus
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from guides.vrnn import make_guide  # noqa: E402
+from ppl_models.benchmark import time_interleaved  # noqa: E402
+from ppl_models.data import load_mnist  # noqa: E402
+from ppl_models.train import resolve_device  # noqa: E402
+from ppl_models.vrnn import VRNN  # noqa: E402
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def hand_vrnn_loss(model, guide, x, eps=None):
+    """-ELBO of a batch of rows ``[B, T, 28]``, summed, with the filtering guide's networks."""
+    batch, steps = x.shape[:2]
+    label = x.new_zeros(batch, 0)
+    state = model.initial_state(batch, x)
+    log_w = 0.0
+    for t in range(steps):
+        h = state[0]
+        p_loc, p_scale = model.prior_net(torch.cat([h, label], -1)).chunk(2, -1)
+        p_scale = softplus(p_scale) + 1e-4
+        fx = model.phi_x(x[:, t])
+        q_loc, q_scale = guide.enc(torch.cat([fx, h, label], -1)).chunk(2, -1)
+        q_scale = softplus(q_scale) + 1e-4
+        e = torch.randn_like(q_loc) if eps is None else eps[t]
+        z = q_loc + q_scale * e
+        log_pz = (-0.5 * (((z - p_loc) / p_scale) ** 2 + LOG_2PI) - p_scale.log()).sum(-1)
+        log_qz = (-0.5 * (e ** 2 + LOG_2PI) - q_scale.log()).sum(-1)
+        fz = model.phi_z(z)
+        logits = model.emit_net(torch.cat([fz, h, label], -1))
+        log_px = -binary_cross_entropy_with_logits(logits, x[:, t], reduction="none").sum(-1)
+        log_w = log_w + log_px + log_pz - log_qz
+        state = model.rnn(torch.cat([fx, fz], -1), state)
+    return -log_w.sum()
+
+
+def parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--z-dim", type=int, default=16)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--steps", type=int, default=10, help="steps per timed block")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default="results/benchmark_vrnn")
+    p.add_argument("--smoke", action="store_true")
+    return p
+
+
+def main(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.smoke:
+        args.steps, args.repeats, args.hidden = 2, 1, 16
+    device = resolve_device(args.device)
+    pyro.set_rng_seed(0)
+    train, _, _ = load_mnist("mnist", device, "dynamic")
+    bs = args.batch_size
+    x = torch.bernoulli(train.x[:bs * args.steps]).reshape(args.steps, bs, 28, 28)
+    batches = [(x[i],) for i in range(args.steps)]
+    model = VRNN("bernoulli", "learned", args.z_dim, args.hidden).to(device)
+    guide = make_guide("filtering", model, args.hidden).to(device)
+    params = list({id(p): p for p in [*model.parameters(), *guide.parameters()]}.values())
+    opt = torch.optim.Adam(params, lr=1e-3)
+    elbo = Trace_ELBO()
+
+    def pyro_step(xb):
+        with pyro.validation_enabled(False):
+            elbo.loss_and_grads(model.model, guide.guide, xb)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def torch_step(xb):
+        hand_vrnn_loss(model, guide, xb).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    with torch.no_grad():
+        a = sum(elbo.loss(model.model, guide.guide, x[0]) for _ in range(5)) / 5
+        b = sum(hand_vrnn_loss(model, guide, x[0]).item() for _ in range(5)) / 5
+    print(f"-ELBO of one batch, mean of 5 draws: Pyro {a:.0f}, hand-written {b:.0f}")
+    timed = time_interleaved({"pyro": pyro_step, "torch": torch_step}, batches, args.repeats, device)
+    med = {k: v["median"] for k, v in timed.items()}
+    ratio = med["pyro"] / med["torch"]
+    print(f"VRNN step (batch {bs}, T=28 rows, hidden {args.hidden}, z {args.z_dim}), {device}, "
+          f"{torch.get_num_threads()} threads, median of {args.repeats} blocks of {args.steps}:")
+    print(f"  Pyro (Trace_ELBO, model + filtering guide)  {1e3 * med['pyro']:.1f} ms")
+    print(f"  hand-written PyTorch loss                   {1e3 * med['torch']:.1f} ms")
+    print(f"  ratio Pyro / torch                          {ratio:.3f}")
+    result = {"ms_pyro": 1e3 * med["pyro"], "ms_torch": 1e3 * med["torch"], "ratio": ratio, "device": str(device),
+              "threads": torch.get_num_threads(), "args": vars(args),
+              "times": {k: v["times"] for k, v in timed.items()}}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmark.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main(parser().parse_args())
