@@ -21,6 +21,7 @@ SMOKE = {  # script -> extra arguments for its smoke run (each run also gets --s
     "benchmark_draw": [],
     "vrnn": ["--no-progress"],
     "benchmark_vrnn": [],
+    "seqvae": ["--no-progress"],
 }
 
 
