@@ -10,7 +10,6 @@ twice, once in the guide (the encoder needs h^dec_{t-1}) and once in the model: 
 writing the story and the variational family as two programs.
 """
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from guides.draw import make_guide  # noqa: E402
-from ppl_models.benchmark import time_interleaved  # noqa: E402
+from ppl_models.benchmark import compare, joint_optimizer, training_steps  # noqa: E402
 from ppl_models.data import load_mnist  # noqa: E402
 from ppl_models.draw import DRAW  # noqa: E402
 from ppl_models.train import resolve_device  # noqa: E402
@@ -80,40 +79,18 @@ def main(args):
     attention = args.attention == "filterbank"
     model = DRAW(args.glimpses, args.z_dim, args.hidden, 5 if attention else None).to(device)
     guide = make_guide("draw", model, args.hidden, 2 if attention else None).to(device)
-    params = list({id(p): p for p in [*model.parameters(), *guide.parameters()]}.values())
-    opt = torch.optim.Adam(params, lr=1e-3)
+    opt = joint_optimizer(model, guide)
     elbo = Trace_ELBO()
-
-    def pyro_step(xb):
-        with pyro.validation_enabled(False):
-            elbo.loss_and_grads(model.model, guide.guide, xb)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    def torch_step(xb):
-        hand_draw_loss(model, guide, xb).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
     with torch.no_grad():
         a = sum(elbo.loss(model.model, guide.guide, x[0]) for _ in range(5)) / 5
         b = sum(hand_draw_loss(model, guide, x[0]).item() for _ in range(5)) / 5
     print(f"-ELBO of one batch, mean of 5 draws: Pyro {a:.0f}, hand-written {b:.0f}")
-    timed = time_interleaved({"pyro": pyro_step, "torch": torch_step}, batches, args.repeats, device)
-    med = {k: v["median"] for k, v in timed.items()}
-    ratio = med["pyro"] / med["torch"]
-    print(f"DRAW step (batch {bs}, T={args.glimpses}, hidden {args.hidden}, attention {args.attention}), "
-          f"{device}, {torch.get_num_threads()} threads, median of {args.repeats} blocks of {args.steps}:")
-    print(f"  Pyro (Trace_ELBO, model + guide)   {1e3 * med['pyro']:.1f} ms")
-    print(f"  hand-written PyTorch loss          {1e3 * med['torch']:.1f} ms")
-    print(f"  ratio Pyro / torch                 {ratio:.3f}")
-    result = {"ms_pyro": 1e3 * med["pyro"], "ms_torch": 1e3 * med["torch"], "ratio": ratio, "device": str(device),
-              "threads": torch.get_num_threads(), "args": vars(args),
-              "times": {k: v["times"] for k, v in timed.items()}}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"benchmark_{args.attention}.json").write_text(json.dumps(result, indent=1))
-    return result
+    steps = training_steps(lambda xb: elbo.loss_and_grads(model.model, guide.guide, xb),
+                           lambda xb: hand_draw_loss(model, guide, xb), opt)
+    return compare(steps, batches, args.repeats, device,
+                   f"DRAW step (batch {bs}, T={args.glimpses}, hidden {args.hidden}, attention {args.attention})",
+                   ("Pyro (Trace_ELBO, model + guide)", "hand-written PyTorch loss"),
+                   Path(args.out) / f"benchmark_{args.attention}.json", {"args": vars(args)})
 
 
 if __name__ == "__main__":

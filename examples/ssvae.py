@@ -36,7 +36,7 @@ from ppl_models.train import BEST, fit, load_checkpoint, resolve_device  # noqa:
 def parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--labeled", type=int, default=5000, help="labelled images, a multiple of 10 up to 50000")
-    p.add_argument("--guide", default="mlp", help=f"one of {sorted(GUIDES)}")
+    p.add_argument("--guide", default="conv", help=f"one of {sorted(GUIDES)}")
     p.add_argument("--z-dim", type=int, default=50)
     p.add_argument("--hidden", type=int, default=500)
     p.add_argument("--alpha", type=float, default=50.0, help="weight of the classification term per image")

@@ -26,3 +26,48 @@ def time_interleaved(steps, batches, repeats, device):
         for name, step in steps.items():
             times[name].append(block(step))
     return {name: {"median": statistics.median(t), "times": t} for name, t in times.items()}
+
+
+def joint_optimizer(model, guide, lr=1e-3):
+    """Adam over the model's and guide's parameters, each once (guides may share the model's)."""
+    params = list({id(p): p for p in [*model.parameters(), *guide.parameters()]}.values())
+    return torch.optim.Adam(params, lr=lr)
+
+
+def training_steps(pyro_loss_and_grads, hand_loss, optimizer):
+    """The two step functions a benchmark compares: Pyro's ``loss_and_grads`` against
+    ``hand_loss(*batch).backward()``, each followed by the same optimiser step."""
+    import pyro
+
+    def pyro_step(*batch):
+        with pyro.validation_enabled(False):
+            pyro_loss_and_grads(*batch)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def torch_step(*batch):
+        hand_loss(*batch).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return {"pyro": pyro_step, "torch": torch_step}
+
+
+def compare(steps, batches, repeats, device, title, labels, out_file, extra=None):
+    """Time ``steps`` (see :func:`training_steps`) interleaved, print the medians and the ratio
+    Pyro / torch under ``title``, write them (with ``extra``) as JSON to ``out_file``."""
+    import json
+    from pathlib import Path
+
+    timed = time_interleaved(steps, batches, repeats, device)
+    med = {k: v["median"] for k, v in timed.items()}
+    ratio = med["pyro"] / med["torch"]
+    print(f"{title}, {device}, {torch.get_num_threads()} threads, median of {repeats} blocks of {len(batches)}:")
+    print(f"  {labels[0]:42s} {1e3 * med['pyro']:8.1f} ms")
+    print(f"  {labels[1]:42s} {1e3 * med['torch']:8.1f} ms")
+    print(f"  {'ratio Pyro / torch':42s} {ratio:8.3f}")
+    result = {"ms_pyro": 1e3 * med["pyro"], "ms_torch": 1e3 * med["torch"], "ratio": ratio, "device": str(device),
+              "threads": torch.get_num_threads(), **(extra or {}), "times": {k: v["times"] for k, v in timed.items()}}
+    Path(out_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_file).write_text(json.dumps(result, indent=1))
+    return result
