@@ -15,17 +15,26 @@ import pyro
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ppl_models.cvae import CVAE, Baseline, missing_mask, observe  # noqa: E402
+from ppl_models.draw import DRAW  # noqa: E402
+from ppl_models.seqvae import SeqVAE  # noqa: E402
 from ppl_models.ssvae import SSVAE  # noqa: E402
 from ppl_models.vae import VAE  # noqa: E402
+from ppl_models.vrnn import VRNN  # noqa: E402
 
 
 def models():
     """name -> (model function, example arguments)."""
     x = torch.rand(3, 784).bernoulli()
+    missing = missing_mask(2).expand(3, 784)
     return {
         "vae": (VAE(4, (8,)).model, (x,)),
         "vae_gaussian": (VAE(4, (8,), likelihood="gaussian").model, (torch.rand(3, 784),)),
         "ssvae": (SSVAE(4, (8,)).model, (x, None)),
+        "cvae": (CVAE(784, 4, (8,), Baseline(784, (8,))).model, (observe(x, missing), x, missing)),
+        "seqvae": (SeqVAE(4, 8, 60).model, (torch.rand(3, 60, 2) * 27,)),
+        "vrnn": (VRNN("bernoulli", "learned", 4, 8).model, (torch.rand(3, 4, 28).bernoulli(),)),  # 4 steps shown
+        "draw": (DRAW(4, 4, 8, 5).model, (x,)),  # 4 glimpses shown
     }
 
 
