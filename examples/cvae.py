@@ -204,6 +204,9 @@ def evaluate_setting(args, data, missing, baseline, cvae, guide):
 def main(args):
     if args.guide not in GUIDES:
         raise SystemExit(f"unknown guide {args.guide!r}; choose one of {list(GUIDES)}")
+    if args.guide == "hybrid" and not 0.0 < args.hybrid < 1.0:
+        raise SystemExit(f"--hybrid must lie strictly between 0 and 1 (got {args.hybrid}); "
+                         "for 1 use --guide recognition, for 0 --guide gsnn")
     if any(q not in (1, 2, 3) for q in args.quadrants):
         raise SystemExit(f"--quadrants takes 1, 2 or 3, got {args.quadrants}")
     if args.threads:

@@ -214,7 +214,7 @@ def figures(model, test, out, args, conditional):
             plot_strokes(ax, seq)
         fig.suptitle(title)
         plots.save_figure(fig, out / "samples.png")
-    plots.loss_curves(out / "metrics.csv", out / "loss.png", title="negative ELBO per sequence (nats)")
+    plots.loss_curves(out / "metrics.csv", out / "loss.png", title="training loss per sequence (nats, KL annealed)")
 
 
 if __name__ == "__main__":

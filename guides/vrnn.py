@@ -37,7 +37,8 @@ class VRNNGuide(nn.Module):
         hidden = hidden or vrnn.hidden
         self.smoothing = smoothing
         self.backward_rnn = nn.LSTM(vrnn.hidden, hidden, batch_first=True) if smoothing else None
-        self.enc = mlp((hidden + vrnn.hidden + vrnn.n_classes, hidden, 2 * vrnn.z_dim))
+        now_dim = hidden if smoothing else vrnn.hidden  # b_t, or the model's features phi_x(x_t)
+        self.enc = mlp((now_dim + vrnn.hidden + vrnn.n_classes, hidden, 2 * vrnn.z_dim))
 
     def guide(self, x, y=None, lengths=None, beta=1.0):
         vrnn = self._vrnn[0]

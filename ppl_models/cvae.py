@@ -69,8 +69,10 @@ def _check(x, y, missing, x_dim):
         check_shape(y)
         if len(y) != len(x):
             raise ValueError(f"x and y must have the same batch size, got {len(x)} and {len(y)}")
-    if missing is not None and (missing.dtype != torch.bool or missing.shape[-1] != 784):
-        raise ValueError(f"missing must be a boolean mask [..., 784], got {missing.dtype} {tuple(missing.shape)}")
+    if missing is not None and (missing.dtype != torch.bool or missing.shape[-1] != 784 or missing.dim() > 2
+                                or (missing.dim() == 2 and len(missing) != len(x))):
+        raise ValueError(f"missing must be a boolean mask [784] or [batch={len(x)}, 784], "
+                         f"got {missing.dtype} {tuple(missing.shape)}")
 
 
 class Baseline(nn.Module):

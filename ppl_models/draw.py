@@ -5,7 +5,7 @@ Generative story for each image in the batch, over T glimpses::
 
     z_t ~ N(0, I)                                   t = 1..T, site "z_{t}", shape [z_dim]
     h_t = LSTM(h_{t-1}, [z_t, onehot(label)])       decoder state (label only with conditioning)
-    c_t = c_{t-1} + write(h_t)                      canvas, c_0 = 0
+    c_t = c_{t-1} + write(h_t)                      canvas; h_0, c_0 learned (zero at start)
     x  ~ Bernoulli(sigmoid(c_T))                    site "x", shape [784]
 
 Dependencies (the z_t are independent a priori; the canvas accumulates)::
@@ -96,6 +96,9 @@ class DRAW(nn.Module):
         self.glimpses, self.z_dim, self.hidden, self.n_classes = glimpses, z_dim, hidden, n_classes
         self.decoder = nn.LSTMCell(z_dim + n_classes, hidden)
         self.write = Writer(hidden, write_n)
+        # learned initial decoder state (h_0, cell_0) and canvas c_0, as in the paper (zero at start)
+        self.h0, self.cell0 = nn.Parameter(torch.zeros(hidden)), nn.Parameter(torch.zeros(hidden))
+        self.canvas0 = nn.Parameter(torch.zeros(SIDE * SIDE))
 
     def condition(self, y, batch, like):
         """The label as a one-hot ``[B, n_classes]`` (an empty ``[B, 0]`` without conditioning)."""
@@ -108,8 +111,8 @@ class DRAW(nn.Module):
         return one_hot(y, self.n_classes).to(like.dtype)
 
     def initial_state(self, batch, like):
-        zeros = like.new_zeros(batch, self.hidden)
-        return (zeros, zeros), like.new_zeros(batch, SIDE * SIDE)
+        """``((h_0, cell_0), c_0)`` for a batch: the learned initial decoder state and canvas."""
+        return (self.h0.expand(batch, -1), self.cell0.expand(batch, -1)), self.canvas0.expand(batch, -1)
 
     def step(self, z, label, state, canvas):
         """One glimpse of the decoder: ``h_t = LSTM(h_{t-1}, [z_t, label])``, ``c_t = c_{t-1} + write(h_t)``."""

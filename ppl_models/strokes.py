@@ -107,8 +107,10 @@ def absolute(rows):
 def resample(rows, length=60):
     """Fixed length ``[length, 4]`` float rows ``(x, y, end_of_stroke, end_of_digit)`` in absolute
     coordinates: points inserted or deleted by linear interpolation along the point index, so the
-    first and last points are kept exactly; each new point takes the pen flags of its nearest
-    original point, and end_of_digit is 1 on the last row only."""
+    first and last points are kept exactly. Interpolation never crosses a pen-up jump: a new point
+    that would fall between the end of one stroke and the start of the next is put on that stroke's
+    end point, and the last new point of each stroke carries its end_of_stroke flag (strokes shorter
+    than the new spacing may merge when shortening). end_of_digit is 1 on the last row only."""
     rows = np.asarray(rows)
     if len(rows) == 0:
         raise ValueError("cannot resample an empty sequence")
@@ -118,7 +120,10 @@ def resample(rows, length=60):
     out = np.zeros((length, 4))
     out[:, 0] = np.interp(pos, src, xy[:, 0])
     out[:, 1] = np.interp(pos, src, xy[:, 1])
-    out[:, 2] = rows[np.rint(pos).astype(int), 2]
+    for j in np.flatnonzero(rows[:-1, 2]):                # stroke ends before the last row
+        on_jump = (pos >= j) & (pos < j + 1)
+        out[on_jump, :2] = xy[j]
+        out[np.searchsorted(pos, j + 1, side="left") - 1, 2] = 1
     out[-1, 2:] = 1
     return out
 

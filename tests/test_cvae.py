@@ -49,6 +49,8 @@ def test_bad_quadrants_and_inputs_are_rejected():
         cvae.model(torch.rand(3, 784), torch.rand(2, 784))
     with pytest.raises(ValueError, match="boolean"):
         cvae.model(torch.rand(3, 784), torch.rand(3, 784), torch.ones(3, 784))
+    with pytest.raises(ValueError, match=r"\[batch=3, 784\]"):
+        cvae.model(torch.rand(3, 784), torch.rand(3, 784), torch.ones(2, 784, dtype=torch.bool))
     with pytest.raises(ValueError, match="needs y"):
         make_guide("recognition", cvae, H).guide(torch.rand(3, 784))
     with pytest.raises(ValueError, match="unknown guide"):

@@ -113,3 +113,10 @@ def test_draw_variants(extra, tmp_path):
 def test_cvae_label_condition(tmp_path):
     out = run_example("cvae", tmp_path, "--no-progress", "--condition", "label", "--guide", "hybrid")
     assert "label" in out and (tmp_path / "label_grey" / "samples_per_class.png").exists()
+
+
+def test_cvae_hybrid_weight_at_an_end_is_rejected(tmp_path):
+    cmd = [sys.executable, str(ROOT / "examples" / "cvae.py"), "--smoke", "--out", str(tmp_path),
+           "--guide", "hybrid", "--hybrid", "0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode != 0 and "--guide gsnn" in proc.stderr

@@ -77,6 +77,20 @@ def test_resampling_keeps_the_end_points_and_length():
         strokes.resample(np.zeros((0, 4)), 60)
 
 
+def test_resampling_never_draws_across_a_pen_up_jump():
+    # two strokes: x = 2..10 on row y = 3, then x = 2..10 on row y = 20 (a long pen-up jump between)
+    xy = np.array([(x, 3) for x in range(2, 11)] + [(x, 20) for x in range(2, 11)], dtype=float)
+    rows = np.zeros((len(xy), 4))
+    rows[:, :2] = np.diff(xy, axis=0, prepend=[[0, 0]])
+    rows[8, 2] = rows[-1, 2] = rows[-1, 3] = 1
+    for length in (7, 12, 60):
+        r = strokes.resample(rows, length)
+        assert set(r[:, 1]) <= {3.0, 20.0}                  # no point on the jump between the rows
+        assert r[:, 2].sum() == 2 and r[-1, 2] == 1           # one end of stroke per stroke
+        k = int(np.flatnonzero(r[:, 2])[0])
+        assert r[k, 1] == 3 and (r[k + 1:, 1] == 20).all()    # the first stroke ends where it should
+
+
 def test_the_real_stroke_set(tmp_path):
     """Derived from the real MNIST files (cached after the first call)."""
     train, test = strokes.load_strokes(progress=False)
