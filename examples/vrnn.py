@@ -35,7 +35,7 @@ from guides.vrnn import GUIDES, make_guide  # noqa: E402
 from ppl_models import plots  # noqa: E402
 from ppl_models.data import N_TRAIN, load_mnist  # noqa: E402
 from ppl_models.evaluate import log_importance_weights, psis_khat, summarize  # noqa: E402
-from ppl_models.strokes import load_strokes, plot_strokes  # noqa: E402
+from ppl_models.strokes import load_strokes, plot_strokes, stats as stroke_stats  # noqa: E402
 from ppl_models.train import BEST, fit, load_checkpoint, resolve_device  # noqa: E402
 from ppl_models.vrnn import PRIORS, VRNN  # noqa: E402
 
@@ -119,6 +119,10 @@ def load_data(kind, device, seed):
         rows = lambda s, **kw: SeqData(s.x.reshape(-1, 28, 28), s.y, None, **kw)  # noqa: E731
         return rows(train, binarize=True), rows(valid), rows(test)
     train_set, test_set = load_strokes()
+    for name, lengths in (("train", train_set.lengths), ("test", test_set.lengths)):
+        st = stroke_stats(lengths)
+        print(f"pen-stroke lengths, {name}: min {st['min']}, median {st['median']:.0f}, max {st['max']} "
+              "(the public stroke set: 13, 40, 117)")
     t_max = int(max(train_set.lengths.max(), test_set.lengths.max()))
 
     def to_data(s):
