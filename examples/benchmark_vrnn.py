@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pyro
 import torch
-from pyro.infer import Trace_ELBO
 from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from guides.vrnn import make_guide  # noqa: E402
-from ppl_models.benchmark import compare, joint_optimizer, training_steps  # noqa: E402
+from ppl_models.benchmark import pyro_against_hand  # noqa: E402
 from ppl_models.data import load_mnist  # noqa: E402
 from ppl_models.train import resolve_device  # noqa: E402
 from ppl_models.vrnn import VRNN  # noqa: E402
@@ -80,18 +79,10 @@ def main(args):
     batches = [(x[i],) for i in range(args.steps)]
     model = VRNN("bernoulli", "learned", args.z_dim, args.hidden).to(device)
     guide = make_guide("filtering", model, args.hidden).to(device)
-    opt = joint_optimizer(model, guide)
-    elbo = Trace_ELBO()
-    with torch.no_grad():
-        a = sum(elbo.loss(model.model, guide.guide, x[0]) for _ in range(5)) / 5
-        b = sum(hand_vrnn_loss(model, guide, x[0]).item() for _ in range(5)) / 5
-    print(f"-ELBO of one batch, mean of 5 draws: Pyro {a:.0f}, hand-written {b:.0f}")
-    steps = training_steps(lambda xb: elbo.loss_and_grads(model.model, guide.guide, xb),
-                           lambda xb: hand_vrnn_loss(model, guide, xb), opt)
-    return compare(steps, batches, args.repeats, device,
-                   f"VRNN step (batch {bs}, T=28 rows, hidden {args.hidden}, z {args.z_dim})",
-                   ("Pyro (Trace_ELBO, model + filtering guide)", "hand-written PyTorch loss"),
-                   Path(args.out) / "benchmark.json", {"args": vars(args)})
+    return pyro_against_hand(model, guide, hand_vrnn_loss, batches, args.repeats, device,
+                             f"VRNN step (batch {bs}, T=28 rows, hidden {args.hidden}, z {args.z_dim})",
+                             ("Pyro (Trace_ELBO, model + filtering guide)", "hand-written PyTorch loss"),
+                             Path(args.out) / "benchmark.json", {"args": vars(args)})
 
 
 if __name__ == "__main__":

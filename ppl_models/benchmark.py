@@ -71,3 +71,20 @@ def compare(steps, batches, repeats, device, title, labels, out_file, extra=None
     Path(out_file).parent.mkdir(parents=True, exist_ok=True)
     Path(out_file).write_text(json.dumps(result, indent=1))
     return result
+
+
+def pyro_against_hand(model, guide, hand_loss, batches, repeats, device, title, labels, out_file, extra=None):
+    """The benchmark of a model/guide pair trained with ``Trace_ELBO`` against ``hand_loss(model,
+    guide, *batch)``, a hand-written negative ELBO of the same networks: first both losses on the
+    first batch (mean of 5 draws, so a reader sees they compute the same thing), then the two
+    training steps timed with Adam over the shared parameters (:func:`compare`)."""
+    from pyro.infer import Trace_ELBO
+
+    elbo = Trace_ELBO()
+    with torch.no_grad():
+        a = sum(elbo.loss(model.model, guide.guide, *batches[0]) for _ in range(5)) / 5
+        b = sum(hand_loss(model, guide, *batches[0]).item() for _ in range(5)) / 5
+    print(f"-ELBO of one batch, mean of 5 draws: Pyro {a:.0f}, hand-written {b:.0f}")
+    steps = training_steps(lambda *batch: elbo.loss_and_grads(model.model, guide.guide, *batch),
+                           lambda *batch: hand_loss(model, guide, *batch), joint_optimizer(model, guide))
+    return compare(steps, batches, repeats, device, title, labels, out_file, extra)
