@@ -192,7 +192,8 @@ def main(args):
                    eval_samples=args.eval_samples, mean_ess=float(r["ess"].mean()), eval_seconds=time.time() - t0)
     if "khat" in r:
         results["khat_above_0_7"] = float((r["khat"] > 0.7).mean())
-    print(f"{name} ({args.guide} guide): test log p(x) >= {results['test_log_px']:.2f} nats per sequence "
+    how = f"{args.guide} guide" if model.has_z else "no latent: exact"
+    print(f"{name} ({how}): test log p(x) >= {results['test_log_px']:.2f} nats per sequence "
           f"(IS, S={args.eval_samples}, {n} test sequences), ELBO {results['test_elbo']:.2f}, "
           f"best epoch {results['eval_epoch']} of {len(history)}, training {results['train_seconds']:.0f} s")
     figures(model, test, out, args, conditional)
