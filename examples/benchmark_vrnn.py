@@ -32,12 +32,13 @@ def hand_vrnn_loss(model, guide, x, eps=None):
     batch, steps = x.shape[:2]
     label = x.new_zeros(batch, 0)
     state = model.initial_state(batch, x)
+    fx_all = model.phi_x(x)  # batched over the steps, as in the model and the guide
     log_w = 0.0
     for t in range(steps):
         h = state[0]
         p_loc, p_scale = model.prior_net(torch.cat([h, label], -1)).chunk(2, -1)
         p_scale = softplus(p_scale) + 1e-4
-        fx = model.phi_x(x[:, t])
+        fx = fx_all[:, t]
         q_loc, q_scale = guide.enc(torch.cat([fx, h, label], -1)).chunk(2, -1)
         q_scale = softplus(q_scale) + 1e-4
         e = torch.randn_like(q_loc) if eps is None else eps[t]

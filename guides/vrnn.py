@@ -47,17 +47,18 @@ class VRNNGuide(nn.Module):
         pyro.module("vrnn", vrnn)
         batch, steps = x.shape[:2]
         label = vrnn.condition(y, batch, x)
+        fx = vrnn.phi_x(x)  # the model's features of every step at once
         if self.smoothing:  # b_t summarises x_t..x_T: one vectorised pass, backwards in time
-            b = flip_valid(self.backward_rnn(flip_valid(vrnn.phi_x(x), lengths))[0], lengths)
+            b = flip_valid(self.backward_rnn(flip_valid(fx, lengths))[0], lengths)
         state = vrnn.initial_state(batch, x)
         with pyro.plate("data", batch):
             for t in pyro.markov(range(steps)):
                 h = state[0]
-                now = b[:, t] if self.smoothing else vrnn.phi_x(x[:, t])
+                now = b[:, t] if self.smoothing else fx[:, t]
                 loc, scale = self.enc(torch.cat([now, h, label], -1)).chunk(2, -1)
                 with poutine.mask(mask=step_mask(lengths, t)), kl_scale(beta):
                     z = pyro.sample(f"z_{t}", dist.Normal(loc, softplus(scale) + 1e-4).to_event(1))
-                state = vrnn.recur(x[:, t], vrnn.phi_z(z), state)
+                state = vrnn.recur(fx[:, t], vrnn.phi_z(z), state)
 
 
 class EmptyGuide(nn.Module):

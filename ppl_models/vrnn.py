@@ -100,9 +100,9 @@ class VRNN(nn.Module):
         """The parameters of p(x_t | z_t, h_{t-1})."""
         return self.emit_net(torch.cat([fz, h, label], -1))
 
-    def recur(self, x_t, fz, state):
-        """h_t = LSTM(h_{t-1}, [phi_x(x_t), phi_z(z_t)])."""
-        return self.rnn(torch.cat([self.phi_x(x_t), fz], -1), state)
+    def recur(self, fx_t, fz, state):
+        """h_t = LSTM(h_{t-1}, [phi_x(x_t), phi_z(z_t)]), given the features fx_t = phi_x(x_t)."""
+        return self.rnn(torch.cat([fx_t, fz], -1), state)
 
     def observe(self, t, params, x_t):
         """Score x_t: Bernoulli pixels, or Gaussian offsets plus Bernoulli pen flags."""
@@ -123,6 +123,7 @@ class VRNN(nn.Module):
         batch, steps = x.shape[:2]
         label = self.condition(y, batch, x)
         state = self.initial_state(batch, x)
+        fx = self.phi_x(x)  # phi_x(x_t) of every step at once, [batch, T, hidden]
         with pyro.plate("data", batch):
             for t in pyro.markov(range(steps)):
                 h = state[0]
@@ -132,7 +133,7 @@ class VRNN(nn.Module):
                             z = pyro.sample(f"z_{t}", self.prior(h, label))
                     fz = self.features_z(z if self.has_z else None, h)
                     self.observe(t, self.emit(h, fz, label), x[:, t])
-                state = self.recur(x[:, t], fz, state)
+                state = self.recur(fx[:, t], fz, state)
 
     # --- sampling ---------------------------------------------------------------------------------
     def generate(self, n, steps, y=None, device="cpu"):
@@ -155,5 +156,5 @@ class VRNN(nn.Module):
                     x_t = torch.cat([dist.Normal(params[:, :2], softplus(params[:, 2:4]) + 1e-3).sample(),
                                      torch.bernoulli(torch.sigmoid(params[:, 4:]))], -1)
                     out.append(x_t)
-                state = self.recur(x_t, fz, state)
+                state = self.recur(self.phi_x(x_t), fz, state)
         return torch.stack(out, 1)
