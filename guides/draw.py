@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from ppl_models.draw import SIDE, filterbank, read_patch
+from ppl_models.draw import SIDE, attention_layer, filterbank, read_patch
 
 
 class Reader(nn.Module):
@@ -27,7 +27,7 @@ class Reader(nn.Module):
     def __init__(self, hidden, n=None):
         super().__init__()
         self.n = n
-        self.where = nn.Linear(hidden, 5) if n else None
+        self.where = attention_layer(hidden, n) if n else None
 
     def out_features(self, n_images):
         return n_images * (self.n * self.n if self.n else SIDE * SIDE)

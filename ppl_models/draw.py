@@ -23,6 +23,8 @@ N_w x N_w patch placed by a Gaussian filterbank, ``write(h) = (1/gamma) F_Y^T w 
 centre, stride, width and intensity come from ``h`` (:func:`filterbank`). The guide (the paper's
 encoder, in ``guides/draw.py``) reads the image and the error image ``x - sigmoid(c_{t-1})``.
 """
+import math
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -61,6 +63,21 @@ def window(params, n, side=SIDE):
     return (side + 1) / 2 * (gx + 1), (side + 1) / 2 * (gy + 1), (side - 1) / max(n - 1, 1) * log_delta.exp()
 
 
+def attention_layer(hidden, n, span=12.0, side=SIDE):
+    """The linear map ``h -> params`` of a filterbank, its bias set so that the initial window is
+    centred with its n x n grid spanning the central ``span`` pixels and each filter's width half the
+    stride (weights keep PyTorch's small default init, so every window starts near this one).
+
+    The paper does not give an initial window. A zero bias (stride delta~ = 1, sigma = 1) puts a
+    2 x 2 read on the four corner pixels, which are blank in MNIST: the encoder would see nothing
+    of the digit and get no gradient through the read to move it (``tests/test_draw.py``)."""
+    layer = nn.Linear(hidden, 5)
+    stride = span / max(n - 1, 1)
+    with torch.no_grad():
+        layer.bias.copy_(torch.tensor([0.0, 0.0, 2 * math.log(stride / 2), math.log(span / (side - 1)), 0.0]))
+    return layer
+
+
 def read_patch(image, fx, fy, gamma):
     """``gamma F_Y x F_X^T``: the n x n glimpse of ``image`` ``[B, 784]``, flattened ``[B, n*n]``."""
     patch = fy @ image.reshape(-1, SIDE, SIDE) @ fx.transpose(-1, -2)
@@ -81,7 +98,7 @@ class Writer(nn.Module):
         super().__init__()
         self.n = n
         self.patch = nn.Linear(hidden, n * n if n else SIDE * SIDE)
-        self.where = nn.Linear(hidden, 5) if n else None
+        self.where = attention_layer(hidden, n) if n else None
 
     def forward(self, h):
         if self.n is None:

@@ -8,7 +8,7 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO
 
 from guides.draw import GUIDES, make_guide
-from ppl_models.draw import DRAW, filterbank, read_patch, write_patch
+from ppl_models.draw import DRAW, attention_layer, filterbank, read_patch, window, write_patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from benchmark_draw import hand_draw_loss  # noqa: E402
@@ -53,6 +53,21 @@ def test_filterbank_rows_are_normalised_and_shaped():
     fx, fy, gamma = filterbank(params, 3)
     assert fx.shape == fy.shape == (7, 3, 28) and gamma.shape == (7,)
     assert torch.allclose(fx.sum(-1), torch.ones(7, 3), atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [2, 5])
+def test_initial_window_covers_the_centre_of_the_image(n):
+    """At initialisation the window is centred, its grid spans the central 12 pixels, and a read of a
+    blob in the centre sees it (the default Linear bias would read the four blank corners for n=2)."""
+    layer = attention_layer(256, n)
+    params = layer(torch.zeros(3, 256))
+    gx, gy, stride = window(params, n)
+    assert torch.allclose(gx, torch.full((3,), 14.5)) and torch.allclose(gy, torch.full((3,), 14.5))
+    assert torch.allclose(stride * (n - 1), torch.full((3,), 12.0))
+    blob = torch.zeros(28, 28)
+    blob[5:24, 5:24] = 1.0  # the central 19 x 19 pixels
+    fx, fy, gamma = filterbank(params[:1], n)
+    assert read_patch(blob.reshape(1, 784), fx, fy, gamma).min() > 0.2
 
 
 @pytest.mark.parametrize("attention", [False, True])
