@@ -27,7 +27,7 @@ class Reader(nn.Module):
     def __init__(self, hidden, n=None):
         super().__init__()
         self.n = n
-        self.where = attention_layer(hidden, n) if n else None
+        self.where = attention_layer(hidden, n, "read") if n else None
 
     def out_features(self, n_images):
         return n_images * (self.n * self.n if self.n else SIDE * SIDE)

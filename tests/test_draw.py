@@ -59,7 +59,7 @@ def test_filterbank_rows_are_normalised_and_shaped():
 def test_initial_window_covers_the_centre_of_the_image(n):
     """At initialisation the window is centred, its grid spans the central 12 pixels, and a read of a
     blob in the centre sees it (the default Linear bias would read the four blank corners for n=2)."""
-    layer = attention_layer(256, n)
+    layer = attention_layer(256, n, "read")
     params = layer(torch.zeros(3, 256))
     gx, gy, stride = window(params, n)
     assert torch.allclose(gx, torch.full((3,), 14.5)) and torch.allclose(gy, torch.full((3,), 14.5))
@@ -67,7 +67,12 @@ def test_initial_window_covers_the_centre_of_the_image(n):
     blob = torch.zeros(28, 28)
     blob[5:24, 5:24] = 1.0  # the central 19 x 19 pixels
     fx, fy, gamma = filterbank(params[:1], n)
-    assert read_patch(blob.reshape(1, 784), fx, fy, gamma).min() > 0.2
+    assert (read_patch(blob.reshape(1, 784), fx, fy, gamma) / gamma).min() > 0.2
+    assert torch.allclose(gamma, torch.tensor(28.0 / n))
+    # the write: each patch value adds about itself at its filter's peak
+    fx, fy, gamma = filterbank(attention_layer(256, n, "write")(torch.zeros(1, 256)), n)
+    canvas = write_patch(torch.ones(1, n * n), fx, fy, gamma).reshape(28, 28)
+    assert 0.5 < canvas[14, 14] < 2.0
 
 
 @pytest.mark.parametrize("attention", [False, True])
