@@ -76,9 +76,9 @@ def attention_layer(hidden, n, mode, span=12.0, side=SIDE):
     - read gamma = side / n: the n*n glimpse values are blurred pixel averages in [0, 1]; scaling
       them by sqrt(784 / n^2) gives the encoder LSTM the input drive of the whole image;
     - write gamma = 1 / (2 pi sigma^2): each patch value then adds about its own size to the pixels
-      at its filter's peak, as a dense write does (with gamma = 1 a 5 x 5 write moves the canvas
-      30x less than the dense write, and with the 2 x 2 read the model sat at the mean image,
-      -ELBO ~206, for a whole epoch; measured in session 4 of this project, see the README).
+      at its filter's peak, as a dense write does; with gamma = 1 it adds only 1 / (2 pi sigma^2)
+      (0.07 for the 5 x 5 write), and the model sat at the mean image (-ELBO ~206) for its whole
+      first epoch (the README's DRAW section).
     """
     if mode not in ("read", "write"):
         raise ValueError(f"mode must be 'read' or 'write', got {mode!r}")
