@@ -73,6 +73,8 @@ def test_initial_window_covers_the_centre_of_the_image(n):
     fx, fy, gamma = filterbank(attention_layer(256, n, "write")(torch.zeros(1, 256)), n)
     canvas = write_patch(torch.ones(1, n * n), fx, fy, gamma).reshape(28, 28)
     assert 0.5 < canvas[14, 14] < 2.0
+    with pytest.raises(ValueError, match="read' or 'write"):
+        attention_layer(256, n, "look")
 
 
 @pytest.mark.parametrize("attention", [False, True])
