@@ -48,13 +48,14 @@ class IAF(nn.Module):
         self.flows = nn.ModuleList(
             T.conditional_affine_autoregressive(z_dim, h_dim, hidden_dims=list(flow_hidden), stable=True)
             for _ in range(n_flows))
-        # alternate the variable order between flows so every coordinate conditions on every other
-        self.perms = [torch.arange(z_dim - 1, -1, -1) if i % 2 else None for i in range(n_flows)]
+        # alternate the variable order between flows so every coordinate conditions on every other;
+        # a buffer, so it moves with the module to the training device (not part of the state dict)
+        self.register_buffer("reverse", torch.arange(z_dim - 1, -1, -1), persistent=False)
 
     def forward(self, h):
         transforms = []
-        for flow, perm in zip(self.flows, self.perms):
-            if perm is not None:
-                transforms.append(T.Permute(perm.to(h.device)))
+        for i, flow in enumerate(self.flows):
+            if i % 2:
+                transforms.append(T.Permute(self.reverse))
             transforms.append(flow.condition(h))
         return dist.TransformedDistribution(self.base(h), transforms)

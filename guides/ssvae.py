@@ -14,7 +14,8 @@ from torch import nn
 from torch.nn.functional import one_hot, softplus
 
 from ppl_models.nets import StridedConvEncoder, mlp
-from ppl_models.ssvae import N_CLASSES
+from ppl_models.data import check_images
+from ppl_models.ssvae import N_CLASSES, check_labels
 
 
 class SSGuide(nn.Module):
@@ -34,6 +35,8 @@ class SSGuide(nn.Module):
         return self.classify_head(self.features_y(x))
 
     def guide(self, x, y=None):
+        check_images(x)  # the guide runs first: bad data gets the model's clear error here
+        check_labels(y, len(x))
         pyro.module("ssvae_guide", self)
         with pyro.plate("data", x.shape[0]):
             if y is None:

@@ -15,6 +15,7 @@ from torch import nn
 
 from guides.heads import IAF, DiagNormal, LowRankNormal
 from ppl_models.anneal import kl_scale
+from ppl_models.data import check_images
 from ppl_models.nets import ConvEncoder, mlp
 
 
@@ -26,6 +27,7 @@ class EncoderGuide(nn.Module):
         self.encoder, self.head = encoder, head
 
     def guide(self, x, y=None, beta=1.0):
+        check_images(x)  # the guide runs first: bad data gets the model's clear error here
         pyro.module("vae_guide", self)
         with pyro.plate("data", x.shape[0]):
             with kl_scale(beta):

@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from ppl_models.nets import concat, mlp
-from ppl_models.vae import check_shape
+from ppl_models.data import check_images, validating
 
 MISSING = -1.0
 
@@ -63,10 +63,10 @@ def _likelihood(logits, missing):
 def _check(x, y, missing, x_dim):
     if x.dim() != 2 or x.shape[-1] != x_dim:
         raise ValueError(f"x must have shape [batch, {x_dim}], got {tuple(x.shape)}")
-    if torch.isnan(x).any():
+    if validating() and torch.isnan(x).any():
         raise ValueError("x contains NaN")
     if y is not None:
-        check_shape(y)
+        check_images(y)
         if len(y) != len(x):
             raise ValueError(f"x and y must have the same batch size, got {len(x)} and {len(y)}")
     if missing is not None and (missing.dtype != torch.bool or missing.shape[-1] != 784 or missing.dim() > 2

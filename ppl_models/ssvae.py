@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.functional import cross_entropy, one_hot
 
 from ppl_models.nets import mlp
-from ppl_models.vae import check_shape
+from ppl_models.data import check_images, validating
 
 N_CLASSES = 10
 
@@ -36,7 +36,7 @@ class SSVAE(nn.Module):
 
     def model(self, x, y=None):
         """``x``: ``[batch, 784]`` binary pixels; ``y``: ``[batch]`` labels, or ``None`` (unlabelled)."""
-        check_shape(x)
+        check_images(x)
         check_labels(y, len(x))
         pyro.module("ssvae", self)
         with pyro.plate("data", x.shape[0]):
@@ -65,7 +65,7 @@ def check_labels(y, n):
         raise ValueError(f"labels must be an integer tensor of shape [{n}], got "
                          f"{tuple(y.shape) if torch.is_tensor(y) else type(y).__name__}"
                          f"{' ' + str(y.dtype) if torch.is_tensor(y) else ''}")
-    if len(y) and (y.min() < 0 or y.max() >= N_CLASSES):
+    if validating() and len(y) and (y.min() < 0 or y.max() >= N_CLASSES):
         raise ValueError(f"labels must lie in 0..{N_CLASSES - 1}, got values in {y.min().item()}..{y.max().item()}")
 
 
@@ -83,11 +83,13 @@ class M2Objective:
         return self.elbo if y is None else self.labelled_elbo
 
     def loss_and_grads(self, model, guide, x, y=None, **kwargs):
+        """The ELBO's loss (a float), plus on labelled batches the classification term as a tensor
+        left on the device: reading it here would cost a second host-device sync per step."""
         loss = self._elbo(y).loss_and_grads(model, guide, x, y, **kwargs)
         if y is not None and self.alpha > 0:
             aux = self.alpha * cross_entropy(self.classifier(x), y, reduction="sum")
             aux.backward()
-            loss += aux.item()
+            return aux.detach() + loss
         return loss
 
     def loss(self, model, guide, x, y=None, **kwargs):

@@ -6,9 +6,16 @@
 Pyro's ``SVI.step`` with the optimiser state kept in one ``state_dict`` that a checkpoint can hold.
 
 Per epoch it writes ``metrics.csv`` and an atomic checkpoint (model, guide, optimiser, epoch, RNG
-states, metric history) to ``out/checkpoint.pt``; with ``best=("valid_loss", "min")`` it also keeps
-``out/best.pt``. ``resume=True`` continues from ``out/checkpoint.pt`` exactly where it stopped. A loss
-that is not finite stops training with :class:`TrainingDiverged`, leaving the last good checkpoint.
+states, metric history and the run's ``settings``) to ``out/checkpoint.pt``; with
+``best=("valid_loss", "min")`` it also keeps ``out/best.pt``. ``resume=True`` continues from
+``out/checkpoint.pt`` exactly where it stopped, and refuses a checkpoint written with other settings.
+A fresh run removes any ``best.pt`` an earlier run left in ``out``, so that what is evaluated afterwards
+is always this run's. A loss that is not finite stops training with :class:`TrainingDiverged`,
+leaving the last good checkpoint.
+
+Host-device synchronisation: one per step, Pyro's loss value (``loss_and_grads`` returns a float).
+An objective may return a tensor instead (e.g. a float plus a term still on the device); such a
+value is summed on the device and checked for NaN once per epoch.
 """
 import csv
 import math
@@ -28,6 +35,30 @@ CHECKPOINT, BEST, METRICS = "checkpoint.pt", "best.pt", "metrics.csv"
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class SettingsMismatch(ValueError):
+    """A checkpoint was written by a run with other settings than the ones asked for."""
+
+
+def settings_diff(saved, wanted):
+    """``"name saved (asked: wanted), ..."`` for every setting that differs, or ``""``."""
+    return ", ".join(f"{k} {saved.get(k, 'unset')} (asked: {wanted.get(k, 'unset')})"
+                     for k in sorted(set(saved) | set(wanted)) if saved.get(k, "unset") != wanted.get(k, "unset"))
+
+
+def check_settings(ckpt, settings, path):
+    """Raise :class:`SettingsMismatch` naming the settings in which ``ckpt`` differs from ``settings``."""
+    if settings is None:
+        return
+    saved = ckpt.get("settings")
+    if saved is None:
+        raise SettingsMismatch(f"{path} records no settings, so it cannot be matched to this command; "
+                               "use another --out")
+    diff = settings_diff(saved, settings)
+    if diff:
+        raise SettingsMismatch(f"{path} was written with other settings: {diff}; "
+                               "use the run's settings or another --out")
 
 
 def resolve_device(device="auto"):
@@ -56,11 +87,11 @@ def rng_state():
 
 
 def set_rng_state(state):
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # torch takes only a CPU ByteTensor
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda"]])
 
 
 def atomic_save(obj, path):
@@ -87,15 +118,25 @@ def write_metrics(history, path):
     os.replace(tmp, path)
 
 
-def load_checkpoint(path, model, guide, optimizer=None, map_location="cpu"):
-    """Load a checkpoint written by :func:`fit` into ``model`` and ``guide`` (and ``optimizer``)."""
+def read_checkpoint(path):
+    """The dictionary saved in a checkpoint, its tensors on the CPU."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise RuntimeError(f"checkpoint {path} could not be read ({e}); it is corrupt") from e
+
+
+def load_checkpoint(path, model, guide, optimizer=None, settings=None):
+    """Load a checkpoint written by :func:`fit` into ``model`` and ``guide`` (and ``optimizer``).
+
+    The file is read onto the CPU (RNG states must stay there); ``load_state_dict`` copies the
+    parameters and the optimiser state onto the device of the modules' parameters. With
+    ``settings``, a checkpoint written with other settings is refused (:class:`SettingsMismatch`)."""
+    ckpt = read_checkpoint(path)
+    check_settings(ckpt, settings, path)
     model.load_state_dict(ckpt["model"])
     guide.load_state_dict(ckpt["guide"])
     if optimizer is not None:
@@ -105,7 +146,7 @@ def load_checkpoint(path, model, guide, optimizer=None, map_location="cpu"):
 
 def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_decay=1.0, validate=None,
         valid_every=1, best=None, patience=None, resume=False, seed=0, progress=True, step_kwargs=None,
-        log=print):
+        settings=None, log=print):
     """Train ``model`` and ``guide`` (``nn.Module`` s with ``.model`` / ``.guide`` methods).
 
     batches:    an iterable of argument tuples, iterated once per epoch (or a function
@@ -119,6 +160,8 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
     best:       ``(metric, "min" | "max")``: keep ``best.pt`` at the best value of that metric.
     patience:   early stopping: end training once ``patience`` validations in a row did not
                 improve ``best`` (``None``: run all epochs).
+    settings:   a dict of the run's settings, stored in every checkpoint; ``resume`` refuses a
+                checkpoint whose settings differ (:class:`SettingsMismatch`).
     lr, lr_decay: the learning rate of epoch e is ``lr * lr_decay ** (e - 1)``, also after a resume
                 (so resuming with a smaller ``lr`` is a step schedule); ``lr`` may also be a function
                 ``lr(epoch)``.
@@ -135,13 +178,15 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
     ckpt_path = out / CHECKPOINT
     if resume:
         if ckpt_path.exists():
-            ckpt = load_checkpoint(ckpt_path, model, guide, optimizer, map_location=params[0].device)
+            ckpt = load_checkpoint(ckpt_path, model, guide, optimizer, settings=settings)
             history, start, best_value = ckpt["history"], ckpt["epoch"] + 1, ckpt.get("best_value")
             stale = ckpt.get("stale", 0)
             set_rng_state(ckpt["rng"])
             log(f"resumed from {ckpt_path} after epoch {ckpt['epoch']}")
         else:
             log(f"--resume: no checkpoint in {out}, starting from scratch")
+    if start == 1 and (out / BEST).exists():
+        (out / BEST).unlink()  # an earlier run's best.pt must never be evaluated as this run's
     last_good = f"{ckpt_path} (epoch {start - 1})" if start > 1 else "none written yet"
     if patience is not None and stale >= patience:
         log(f"already stopped early after epoch {start - 1}")
@@ -160,14 +205,16 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
             optimizer.zero_grad(set_to_none=True)
             with pyro.validation_enabled(step == 1 and epoch == start):  # argument checks once, then speed
                 value = loss.loss_and_grads(model.model, guide.guide, *args, **kwargs)
-            if not math.isfinite(value):
-                raise TrainingDiverged(
-                    f"loss became {value} at epoch {epoch}, step {step}; "
-                    f"stopped without saving. Last good checkpoint: {last_good}. Try a lower --lr.")
+            if not torch.is_tensor(value) and not math.isfinite(value):  # a float costs no extra sync
+                diverged(value, epoch, f"step {step}", last_good)
             optimizer.step()
-            total += value
+            total = total + (value.detach() if torch.is_tensor(value) else value)
             count += len(args[0])
-            bar.set_postfix(loss=f"{total / count:.2f}")
+            if progress and not torch.is_tensor(total):  # a running tensor total is not synced per step
+                bar.set_postfix(loss=f"{float(total) / count:.2f}")
+        total = float(total)  # tensor parts of the loss: one sync per epoch
+        if not math.isfinite(total):
+            diverged(total, epoch, "the end of the epoch", last_good)
         row = {"epoch": epoch, "loss": total / max(count, 1), "seconds": time.perf_counter() - t0, "lr": epoch_lr,
                **kwargs}
         if validate is not None and (epoch % valid_every == 0 or epoch == epochs):
@@ -183,7 +230,7 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
             stale = 0 if improved else stale + 1
         ckpt = {"model": model.state_dict(), "guide": guide.state_dict(), "optimizer": optimizer.state_dict(),
                 "epoch": epoch, "rng": rng_state(), "history": history, "best_value": best_value,
-                "stale": stale}
+                "stale": stale, "settings": settings}
         atomic_save(ckpt, ckpt_path)
         if improved:
             atomic_save(ckpt, out / BEST)
@@ -194,3 +241,8 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
             log(f"early stop: {best[0]} did not improve for {stale} validations (best {best_value:.4g})")
             break
     return history
+
+
+def diverged(value, epoch, where, last_good):
+    raise TrainingDiverged(f"loss became {value} at epoch {epoch}, {where}; stopped without saving. "
+                           f"Last good checkpoint: {last_good}. Try a lower --lr.")

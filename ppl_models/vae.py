@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ppl_models.anneal import kl_scale
+from ppl_models.data import check_images
 from ppl_models.nets import ConvDecoder, mlp
 
 DECODERS = ("mlp", "conv")
@@ -39,7 +40,7 @@ class VAE(nn.Module):
 
     def model(self, x, y=None, beta=1.0):
         """``x``: ``[batch, 784]`` pixels (0/1 for Bernoulli, [0, 1] for Gaussian); ``y`` unused."""
-        check_shape(x)
+        check_images(x)
         pyro.module("vae", self)
         zeros = x.new_zeros(x.shape[0], self.z_dim)
         with pyro.plate("data", x.shape[0]):
@@ -57,8 +58,3 @@ class VAE(nn.Module):
         """Mean image ``[..., 784]`` for latent codes ``z``."""
         return torch.sigmoid(self.decoder(z))
 
-
-def check_shape(x, n_pixels=784):
-    if not torch.is_tensor(x) or x.dim() != 2 or x.shape[1] != n_pixels:
-        shape = list(x.shape) if torch.is_tensor(x) else type(x).__name__
-        raise ValueError(f"images must be a tensor of shape [batch, {n_pixels}] (flattened 28x28), got {shape}")

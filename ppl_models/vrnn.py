@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn.functional import one_hot, softplus
 
 from ppl_models.anneal import kl_scale
+from ppl_models.data import validating
 from ppl_models.nets import mlp
 
 PRIORS = ("learned", "standard", "none")
@@ -50,9 +51,13 @@ def check_sequences(x, lengths, x_dim):
     if not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != x_dim:
         raise ValueError(f"sequences must be a tensor [batch, time, {x_dim}], got "
                          f"{list(x.shape) if torch.is_tensor(x) else type(x).__name__}")
+    if lengths is not None and lengths.shape != x.shape[:1]:
+        raise ValueError(f"lengths must be [batch] integers in 1..{x.shape[1]}")
+    if not validating():  # the value checks below read the device: once, not on every step
+        return
     if torch.isnan(x).any():
         raise ValueError("sequences contain NaN")
-    if lengths is not None and (lengths.shape != x.shape[:1] or lengths.min() < 1 or lengths.max() > x.shape[1]):
+    if lengths is not None and (lengths.min() < 1 or lengths.max() > x.shape[1]):
         raise ValueError(f"lengths must be [batch] integers in 1..{x.shape[1]}")
 
 
@@ -78,7 +83,7 @@ class VRNN(nn.Module):
     def condition(self, y, batch, like):
         if self.n_classes == 0:
             return like.new_zeros(batch, 0)
-        if y is None or y.shape != (batch,) or y.min() < 0 or y.max() >= self.n_classes:
+        if y is None or y.shape != (batch,) or (validating() and (y.min() < 0 or y.max() >= self.n_classes)):
             raise ValueError(f"this VRNN is conditioned on the label: pass labels y [{batch}] in 0..9")
         return one_hot(y, self.n_classes).to(like.dtype)
 

@@ -27,7 +27,7 @@ def test_trace_elbo_matches_closed_form():
 def test_evaluator_elbo_matches_closed_form_per_example():
     model = LinearGaussian()
     guide = LinearGuide(model)
-    r = evaluate(model, guide, X, num_samples=20000, khat=False, check=False)
+    r = evaluate(model, guide, X, num_samples=20000, khat=False)
     torch.testing.assert_close(torch.as_tensor(r["elbo"]), guide.closed_form_elbo(model, X).detach(),
                                atol=0.1, rtol=0)
 
@@ -64,7 +64,7 @@ def test_plate_and_repeat_particles_agree():
 def test_evaluate_reports_khat_and_nll():
     model = LinearGaussian()
     guide = LinearGuide(model)
-    r = evaluate(model, guide, X, num_samples=500, check=False)
+    r = evaluate(model, guide, X, num_samples=500)
     assert r["khat"].shape == (3,) and (r["khat"] < 0.7).all()  # a decent guide on a Gaussian
     assert r["nll"] == pytest.approx(-model.log_marginal(X).mean().item(), abs=0.1)
 
