@@ -6,12 +6,15 @@
     hybrid        the recognition guide, trained with ``ppl_models.cvae.Hybrid`` (weight ``--hybrid``)
 
 Site: ``"z"`` ``[batch, z_dim]``. Both take the model's arguments ``(x, y, missing)``.
+``make_guide(name, cvae, hidden=None)`` builds one (``hidden``: the recognition MLP's sizes, by default
+the model's); the guide contract is in ``guides/__init__.py``.
 """
 import pyro
 import pyro.distributions as dist
 from torch import nn
 from torch.nn.functional import softplus
 
+from guides import build
 from ppl_models.nets import concat, mlp
 
 
@@ -47,12 +50,17 @@ class GSNNGuide(nn.Module):
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
 
-GUIDES = ("recognition", "gsnn", "hybrid")
+def recognition(cvae, hidden=None):
+    return RecognitionGuide(cvae.x_dim, cvae.z_dim, tuple(hidden or cvae.hidden))
 
 
-def make_guide(name, cvae, hidden=(500, 500)):
-    if name not in GUIDES:
-        raise ValueError(f"unknown guide {name!r}; choose one of {list(GUIDES)}")
-    if name == "gsnn":
-        return GSNNGuide(cvae)
-    return RecognitionGuide(cvae.x_dim, cvae.z_dim, hidden)
+def gsnn(cvae, hidden=None):
+    return GSNNGuide(cvae)
+
+
+# "hybrid" is the recognition guide; the example trains it with ppl_models.cvae.Hybrid
+GUIDES = {"recognition": recognition, "gsnn": gsnn, "hybrid": recognition}
+
+
+def make_guide(name, cvae, hidden=None, **options):
+    return build(GUIDES, name, cvae, hidden, **options)

@@ -11,6 +11,9 @@ N_r x N_r glimpse through a Gaussian filterbank placed from h^dec_{t-1} with att
 The decoder states h^dec and the canvas c the encoder needs are recomputed here from the sampled
 z's with the model's own decoder and writer (no sampling from the model).
 Sites: ``"z_{t}"`` ``[batch, z_dim]`` for t = 0..T-1.
+``make_guide(name, draw, hidden=None, read_n=None)`` builds one (``hidden``: the encoder LSTM's units,
+by default the decoder's; ``read_n``: the read glimpse's side with attention, ``None`` without).
+The guide contract is in ``guides/__init__.py``.
 """
 import pyro
 import pyro.distributions as dist
@@ -18,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from guides import build
 from ppl_models.draw import SIDE, attention_layer, filterbank, read_patch
 
 
@@ -68,10 +72,16 @@ class DRAWGuide(nn.Module):
                 state, canvas = draw.step(z, label, state, canvas)
 
 
-GUIDES = ("draw", "noerror")
+def draw_guide(draw, hidden=None, read_n=None):
+    return DRAWGuide(draw, hidden or draw.hidden, read_n, error_image=True)
 
 
-def make_guide(name, draw, hidden=256, read_n=None):
-    if name not in GUIDES:
-        raise ValueError(f"unknown guide {name!r}; choose one of {list(GUIDES)}")
-    return DRAWGuide(draw, hidden, read_n, error_image=(name == "draw"))
+def noerror(draw, hidden=None, read_n=None):
+    return DRAWGuide(draw, hidden or draw.hidden, read_n, error_image=False)
+
+
+GUIDES = {"draw": draw_guide, "noerror": noerror}
+
+
+def make_guide(name, draw, hidden=None, **options):
+    return build(GUIDES, name, draw, hidden, **options)

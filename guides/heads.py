@@ -1,7 +1,10 @@
 """Variational heads shared by the guides: features h -> a distribution over z.
 
-Each head is a small ``nn.Module`` whose ``forward(h)`` returns a Pyro distribution with
-``event_shape == [z_dim]`` and batch shape ``h.shape[:-1]``. The guides choose one and sample it.
+The contract of a head: a small ``nn.Module`` with
+- ``forward(h)``: a Pyro distribution with ``event_shape == [z_dim]`` and batch shape ``h.shape[:-1]``
+  (reparameterised, with a density: the guides sample it, the evaluator scores with it);
+- ``code(h)``: one representative code per example, ``[..., z_dim]`` (the figures' encoding).
+The guides choose one and sample it; the tests build, train, evaluate and encode every registered one.
 """
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
@@ -20,6 +23,10 @@ class DiagNormal(nn.Module):
     def forward(self, h):
         return dist.Normal(self.loc(h), softplus(self.scale(h)) + 1e-4).to_event(1)
 
+    def code(self, h):
+        """The mean."""
+        return self.loc(h)
+
 
 class LowRankNormal(nn.Module):
     """q(z | h) = N(loc(h), W(h) W(h)^T + diag(d(h))): a full covariance of rank ``rank`` plus diagonal."""
@@ -35,6 +42,10 @@ class LowRankNormal(nn.Module):
     def forward(self, h):
         w = self.factor(h).reshape(*h.shape[:-1], self.z_dim, self.rank)
         return dist.LowRankMultivariateNormal(self.loc(h), w, softplus(self.diag(h)) + 1e-4)
+
+    def code(self, h):
+        """The mean."""
+        return self.loc(h)
 
 
 class IAF(nn.Module):
@@ -59,3 +70,10 @@ class IAF(nn.Module):
                 transforms.append(T.Permute(self.reverse))
             transforms.append(flow.condition(h))
         return dist.TransformedDistribution(self.base(h), transforms)
+
+    def code(self, h):
+        """The base Gaussian's mean pushed through the flows (the flow's image of the base's mode)."""
+        z = self.base.code(h)
+        for t in self(h).transforms:
+            z = t(z)
+        return z

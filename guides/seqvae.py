@@ -3,7 +3,8 @@
     lstm    two LSTM layers over the sequence; the last state gives q(z | X) = N(loc, scale)
     bilstm  the same layers run in both directions (the end of the drawing is as near as its start)
 
-Site: ``"z"`` ``[batch, z_dim]``.
+Site: ``"z"`` ``[batch, z_dim]``. ``make_guide(name, seqvae, hidden=None)`` builds one (``hidden``:
+the LSTM's units, by default the decoder's); the guide contract is in ``guides/__init__.py``.
 """
 import pyro
 import pyro.distributions as dist
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from guides import build
 from ppl_models.seqvae import CENTRE
 
 
@@ -36,10 +38,16 @@ class LSTMGuide(nn.Module):
         return self.params(x)[0]
 
 
-GUIDES = ("lstm", "bilstm")
+def lstm(seqvae, hidden=None):
+    return LSTMGuide(seqvae.z_dim, hidden or seqvae.hidden)
 
 
-def make_guide(name, z_dim=64, hidden=512):
-    if name not in GUIDES:
-        raise ValueError(f"unknown guide {name!r}; choose one of {list(GUIDES)}")
-    return LSTMGuide(z_dim, hidden, bidirectional=(name == "bilstm"))
+def bilstm(seqvae, hidden=None):
+    return LSTMGuide(seqvae.z_dim, hidden or seqvae.hidden, bidirectional=True)
+
+
+GUIDES = {"lstm": lstm, "bilstm": bilstm}
+
+
+def make_guide(name, seqvae, hidden=None, **options):
+    return build(GUIDES, name, seqvae, hidden, **options)

@@ -7,12 +7,16 @@
             ``TraceGraph_ELBO``), to show what enumeration buys
 
 Sites: ``"y"`` (integer label, only when unobserved) and ``"z"`` ``[batch, z_dim]``.
+``make_guide(name, ssvae, hidden=None)`` builds one (``hidden``: units of q(z | x, y)'s layers, by
+default the decoder's). The guide contract is in ``guides/__init__.py``; these also have
+``classifier(x)`` (the logits of q(y | x), the model's task) and ``encode(x, y)``.
 """
 import pyro
 import pyro.distributions as dist
 from torch import nn
 from torch.nn.functional import one_hot, softplus
 
+from guides import build
 from ppl_models.nets import StridedConvEncoder, mlp
 from ppl_models.data import check_images
 from ppl_models.ssvae import N_CLASSES, check_labels
@@ -55,24 +59,24 @@ class SSGuide(nn.Module):
         return self.z_params(x, y)[0]
 
 
-def mlp_guide(z_dim=50, hidden=500, enumerate_y=True):
+def mlp_guide(ssvae, hidden=None, enumerate_y=True):
+    hidden = hidden or ssvae.hidden[-1]
     feats = lambda: nn.Sequential(mlp((784, hidden), activation=nn.Softplus), nn.Softplus())  # noqa: E731
-    return SSGuide(feats(), feats(), hidden, hidden, z_dim, hidden, enumerate_y)
+    return SSGuide(feats(), feats(), hidden, hidden, ssvae.z_dim, hidden, enumerate_y)
 
 
-def conv_guide(z_dim=50, hidden=500):
+def conv_guide(ssvae, hidden=None):
     fy, fz = StridedConvEncoder(), StridedConvEncoder()
-    return SSGuide(nn.Sequential(fy, nn.Dropout(0.2)), fz, fy.out_features, fz.out_features, z_dim, hidden)
+    return SSGuide(nn.Sequential(fy, nn.Dropout(0.2)), fz, fy.out_features, fz.out_features, ssvae.z_dim,
+                   hidden or ssvae.hidden[-1])
 
 
-def sample_guide(z_dim=50, hidden=500):
-    return mlp_guide(z_dim, hidden, enumerate_y=False)
+def sample_guide(ssvae, hidden=None):
+    return mlp_guide(ssvae, hidden, enumerate_y=False)
 
 
 GUIDES = {"mlp": mlp_guide, "conv": conv_guide, "sample": sample_guide}
 
 
-def make_guide(name, z_dim=50, hidden=500):
-    if name not in GUIDES:
-        raise ValueError(f"unknown guide {name!r}; choose one of {sorted(GUIDES)}")
-    return GUIDES[name](z_dim, hidden)
+def make_guide(name, ssvae, hidden=None, **options):
+    return build(GUIDES, name, ssvae, hidden, **options)

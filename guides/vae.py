@@ -7,12 +7,15 @@
     iaf      the diag Gaussian followed by inverse autoregressive flows conditioned on the encoder
     delta    q(z|x) = Delta(f(x)), a point estimate; with --beta 0 this is the plain autoencoder
 
-``GUIDES[name](z_dim, hidden)`` builds one.
+``make_guide(name, vae)`` builds one for a ``VAE`` (``GUIDES[name](vae, hidden=None)``; ``hidden``:
+the MLP encoder's sizes, by default the decoder's). The guide contract is in ``guides/__init__.py``;
+a head (features h -> q(z | x)) follows the one in ``guides/heads.py``.
 """
 import pyro
 import pyro.distributions as dist
 from torch import nn
 
+from guides import build
 from guides.heads import IAF, DiagNormal, LowRankNormal
 from ppl_models.anneal import kl_scale
 from ppl_models.data import check_images
@@ -34,10 +37,8 @@ class EncoderGuide(nn.Module):
                 pyro.sample("z", self.head(self.encoder(x)))
 
     def encode(self, x):
-        """A representative code for each image: the mean of the base Gaussian (the point for delta)."""
-        h = self.encoder(x)
-        head = self.head.base if isinstance(self.head, IAF) else self.head
-        return head.loc(h)
+        """A representative code for each image: the head's ``code`` (e.g. the Gaussian's mean)."""
+        return self.head.code(self.encoder(x))
 
 
 class PointHead(nn.Module):
@@ -50,36 +51,45 @@ class PointHead(nn.Module):
     def forward(self, h):
         return dist.Delta(self.loc(h)).to_event(1)
 
+    def code(self, h):
+        return self.loc(h)
+
 
 def _mlp_encoder(hidden):
     return nn.Sequential(mlp((784, *hidden)), nn.ReLU())
 
 
-def diag(z_dim, hidden=(500, 500)):
-    return EncoderGuide(_mlp_encoder(hidden), DiagNormal(hidden[-1], z_dim))
+def _sizes(vae, hidden):
+    return tuple(hidden or vae.hidden)
 
 
-def conv(z_dim, hidden=None):
+def diag(vae, hidden=None):
+    hidden = _sizes(vae, hidden)
+    return EncoderGuide(_mlp_encoder(hidden), DiagNormal(hidden[-1], vae.z_dim))
+
+
+def conv(vae, hidden=None):
     enc = ConvEncoder()
-    return EncoderGuide(enc, DiagNormal(enc.out_features, z_dim))
+    return EncoderGuide(enc, DiagNormal(enc.out_features, vae.z_dim))
 
 
-def lowrank(z_dim, hidden=(500, 500), rank=4):
-    return EncoderGuide(_mlp_encoder(hidden), LowRankNormal(hidden[-1], z_dim, rank))
+def lowrank(vae, hidden=None, rank=4):
+    hidden = _sizes(vae, hidden)
+    return EncoderGuide(_mlp_encoder(hidden), LowRankNormal(hidden[-1], vae.z_dim, rank))
 
 
-def iaf(z_dim, hidden=(500, 500), n_flows=2):
-    return EncoderGuide(_mlp_encoder(hidden), IAF(hidden[-1], z_dim, n_flows))
+def iaf(vae, hidden=None, n_flows=2):
+    hidden = _sizes(vae, hidden)
+    return EncoderGuide(_mlp_encoder(hidden), IAF(hidden[-1], vae.z_dim, n_flows))
 
 
-def delta(z_dim, hidden=(500, 500)):
-    return EncoderGuide(_mlp_encoder(hidden), PointHead(hidden[-1], z_dim))
+def delta(vae, hidden=None):
+    hidden = _sizes(vae, hidden)
+    return EncoderGuide(_mlp_encoder(hidden), PointHead(hidden[-1], vae.z_dim))
 
 
 GUIDES = {"diag": diag, "conv": conv, "lowrank": lowrank, "iaf": iaf, "delta": delta}
 
 
-def make_guide(name, z_dim, hidden=(500, 500)):
-    if name not in GUIDES:
-        raise ValueError(f"unknown guide {name!r}; choose one of {sorted(GUIDES)}")
-    return GUIDES[name](z_dim, hidden)
+def make_guide(name, vae, hidden=None, **options):
+    return build(GUIDES, name, vae, hidden, **options)

@@ -8,6 +8,8 @@
 Both recompute h_{t-1} with the model's own recurrence from the sampled z's (they run the model's
 networks without sampling from the model). For the RNN (prior "none") there is no latent and the
 guide is empty. Sites: ``"z_{t}"`` ``[batch, z_dim]`` for every step.
+``make_guide(name, vrnn, hidden=None)`` builds one (``hidden``: the guide's units, by default the
+model's); the guide contract is in ``guides/__init__.py``.
 """
 import pyro
 import pyro.distributions as dist
@@ -16,6 +18,7 @@ from pyro import poutine
 from torch import nn
 from torch.nn.functional import softplus
 
+from guides import build
 from ppl_models.anneal import kl_scale
 from ppl_models.nets import mlp
 from ppl_models.vrnn import check_sequences, step_mask
@@ -68,12 +71,16 @@ class EmptyGuide(nn.Module):
         pass
 
 
-GUIDES = ("filtering", "smoothing")
+def filtering(vrnn, hidden=None):
+    return VRNNGuide(vrnn, hidden) if vrnn.has_z else EmptyGuide()
 
 
-def make_guide(name, vrnn, hidden=None):
-    if name not in GUIDES:
-        raise ValueError(f"unknown guide {name!r}; choose one of {list(GUIDES)}")
-    if not vrnn.has_z:
-        return EmptyGuide()
-    return VRNNGuide(vrnn, hidden, smoothing=(name == "smoothing"))
+def smoothing(vrnn, hidden=None):
+    return VRNNGuide(vrnn, hidden, smoothing=True) if vrnn.has_z else EmptyGuide()
+
+
+GUIDES = {"filtering": filtering, "smoothing": smoothing}
+
+
+def make_guide(name, vrnn, hidden=None, **options):
+    return build(GUIDES, name, vrnn, hidden, **options)

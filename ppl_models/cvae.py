@@ -100,7 +100,7 @@ class Baseline(nn.Module):
 class CVAE(nn.Module):
     def __init__(self, x_dim=784, z_dim=200, hidden=(500, 500), baseline=None):
         super().__init__()
-        self.x_dim, self.z_dim = x_dim, z_dim
+        self.x_dim, self.z_dim, self.hidden = x_dim, z_dim, tuple(hidden)
         self.baseline = baseline
         if baseline is not None:
             baseline.requires_grad_(False)  # a fixed, pre-trained feature of x

@@ -216,7 +216,43 @@ def binarize(x, mode, generator=None):
     raise ValueError(f"unknown binarisation {mode!r}; choose one of {BINARIZE_MODES}")
 
 
-class Minibatches:
+class Batches:
+    """Shuffled minibatches of equally long tensors (``None`` passes through), sliced on their device;
+    iterate once per epoch. Each step's arguments are ``make(*slices)`` (default: the slices), e.g.
+    a fresh binarisation of the images.
+
+    ``lengths=i``: tensor ``i`` holds the valid lengths of sequences padded along dimension 1 of
+    tensor 0; every batch is cut to its longest sequence. The lengths of all the epoch's batches are
+    read in one go when the epoch starts (one host-device sync per epoch, none per step)."""
+
+    def __init__(self, *tensors, batch_size=100, make=None, lengths=None):
+        self.tensors, self.batch_size, self.make, self.lengths = tensors, batch_size, make, lengths
+
+    def __len__(self):
+        return -(-len(self.tensors[0]) // self.batch_size)
+
+    def __iter__(self):
+        first = self.tensors[0]
+        perm = torch.randperm(len(first), device=first.device)
+        cuts = [None] * len(self)
+        if self.lengths is not None:
+            lens = self.tensors[self.lengths][perm]
+            pad = len(self) * self.batch_size - len(lens)
+            cuts = torch.cat([lens, lens.new_zeros(pad)]).reshape(len(self), -1).amax(1).tolist()
+        for cut, i in zip(cuts, range(0, len(first), self.batch_size)):
+            idx = perm[i:i + self.batch_size]
+            parts = [t[idx] if t is not None else None for t in self.tensors]
+            if cut is not None:
+                parts[0] = parts[0][:, :cut]
+            yield self.make(*parts) if self.make else tuple(parts)
+
+
+def fresh_binarisation(x, *rest):
+    """Step arguments with the images ``x`` binarised afresh (dynamic binarisation)."""
+    return (torch.bernoulli(x), *rest)
+
+
+class Minibatches(Batches):
     """Shuffled minibatches ``(x, y)`` of a split, sliced on the split's device; iterate once per epoch.
 
     With ``binarization="dynamic"`` each batch is a fresh Bernoulli draw of the grey pixels."""
@@ -224,18 +260,8 @@ class Minibatches:
     def __init__(self, split, batch_size=100, binarization="dynamic"):
         if binarization not in BINARIZE_MODES:
             raise ValueError(f"unknown binarisation {binarization!r}; choose one of {BINARIZE_MODES}")
-        self.split, self.batch_size, self.binarization = split, batch_size, binarization
-
-    def __len__(self):
-        return -(-len(self.split) // self.batch_size)
-
-    def __iter__(self):
-        x, y = self.split.x, self.split.y
-        perm = torch.randperm(len(x), device=x.device)
-        for i in range(0, len(x), self.batch_size):
-            idx = perm[i:i + self.batch_size]
-            xb = x[idx]
-            yield (torch.bernoulli(xb) if self.binarization == "dynamic" else xb), y[idx]
+        super().__init__(split.x, split.y, batch_size=batch_size,
+                         make=fresh_binarisation if binarization == "dynamic" else None)
 
 
 def load_mnist(dataset="mnist", device="cpu", binarization="dynamic", seed=0, download=True):

@@ -140,6 +140,10 @@ class DRAW(nn.Module):
             raise ValueError(f"labels must be integers in 0..{self.n_classes - 1} of shape [{batch}]")
         return one_hot(y, self.n_classes).to(like.dtype)
 
+    def prior(self, like):
+        """p(z_t) = N(0, I) over ``[z_dim]`` for every glimpse, on ``like``'s device and dtype."""
+        return dist.Normal(like.new_zeros(self.z_dim), 1.0).to_event(1)
+
     def initial_state(self, batch, like):
         """``((h_0, cell_0), c_0)`` for a batch: the learned initial decoder state and canvas."""
         return (self.h0.expand(batch, -1), self.cell0.expand(batch, -1)), self.canvas0.expand(batch, -1)
@@ -158,7 +162,7 @@ class DRAW(nn.Module):
         state, canvas = self.initial_state(batch, x)
         with pyro.plate("data", batch):
             for t in pyro.markov(range(self.glimpses)):
-                z = pyro.sample(f"z_{t}", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
+                z = pyro.sample(f"z_{t}", self.prior(x))
                 state, canvas = self.step(z, label, state, canvas)
             pyro.sample("x", dist.Bernoulli(logits=canvas, validate_args=False).to_event(1), obs=x)
 
@@ -171,7 +175,7 @@ class DRAW(nn.Module):
         frames, windows = [], []
         with torch.no_grad():
             for _ in range(self.glimpses):
-                state, canvas = self.step(torch.randn(n, self.z_dim, device=device), label, state, canvas)
+                state, canvas = self.step(self.prior(like).sample((n,)), label, state, canvas)
                 frames.append(torch.sigmoid(canvas))
                 if self.write.n:
                     windows.append(torch.stack(window(self.write.where(state[0]), self.write.n), -1))

@@ -38,6 +38,10 @@ class SeqVAE(nn.Module):
         self.out = nn.Linear(hidden, 2)
         self.log_sigma = nn.Parameter(torch.zeros(2))
 
+    def prior(self, like):
+        """p(z) = N(0, I) over ``[z_dim]``, on ``like``'s device and dtype."""
+        return dist.Normal(like.new_zeros(self.z_dim), 1.0).to_event(1)
+
     def decode(self, z):
         """Mean positions ``[..., T, 2]`` for codes ``z`` ``[..., z_dim]`` (any leading dimensions)."""
         lead = z.shape[:-1]
@@ -52,5 +56,5 @@ class SeqVAE(nn.Module):
         check_sequences(x, self.steps)
         pyro.module("seqvae", self)
         with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
+            z = pyro.sample("z", self.prior(x))
             pyro.sample("X", dist.Normal(self.decode(z), self.log_sigma.exp()).to_event(2), obs=x)

@@ -31,7 +31,7 @@ N_CLASSES = 10
 class SSVAE(nn.Module):
     def __init__(self, z_dim=50, hidden=(500,)):
         super().__init__()
-        self.z_dim = z_dim
+        self.z_dim, self.hidden = z_dim, tuple(hidden)
         self.decoder = mlp((z_dim + N_CLASSES, *hidden, 784), activation=nn.Softplus)
 
     def model(self, x, y=None):
@@ -41,9 +41,13 @@ class SSVAE(nn.Module):
         pyro.module("ssvae", self)
         with pyro.plate("data", x.shape[0]):
             y = pyro.sample("y", dist.Categorical(logits=x.new_zeros(N_CLASSES)), obs=y)
-            z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
+            z = pyro.sample("z", self.prior(x))
             logits = self.decoder(cat_label(z, y))
             pyro.sample("x", dist.Bernoulli(logits=logits, validate_args=False).to_event(1), obs=x)
+
+    def prior(self, like):
+        """p(z) = N(0, I) over ``[z_dim]``, on ``like``'s device and dtype."""
+        return dist.Normal(like.new_zeros(self.z_dim), 1.0).to_event(1)
 
     def decode(self, z, y):
         """Mean image for styles ``z`` ``[..., z_dim]`` and labels ``y`` ``[...]``."""

@@ -32,7 +32,7 @@ class VAE(nn.Module):
             raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
-        self.z_dim, self.likelihood = z_dim, likelihood
+        self.z_dim, self.hidden, self.likelihood = z_dim, tuple(hidden), likelihood
         self.decoder = mlp((z_dim, *hidden, 784)) if decoder == "mlp" else ConvDecoder(z_dim)
         if likelihood == "gaussian":
             init = math.log(sigma) if sigma is not None else math.log(0.1)
@@ -42,10 +42,9 @@ class VAE(nn.Module):
         """``x``: ``[batch, 784]`` pixels (0/1 for Bernoulli, [0, 1] for Gaussian); ``y`` unused."""
         check_images(x)
         pyro.module("vae", self)
-        zeros = x.new_zeros(x.shape[0], self.z_dim)
         with pyro.plate("data", x.shape[0]):
             with kl_scale(beta):
-                z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
+                z = pyro.sample("z", self.prior(x))
             logits = self.decoder(z)
             if self.likelihood == "bernoulli":
                 px = dist.Bernoulli(logits=logits, validate_args=False)
@@ -53,6 +52,11 @@ class VAE(nn.Module):
                 px = dist.Normal(torch.sigmoid(logits), self.log_sigma.exp())
             pyro.sample("x", px.to_event(1), obs=x)
         return logits
+
+    def prior(self, like):
+        """p(z) = N(0, I), a distribution over ``[z_dim]`` on ``like``'s device and dtype. Sampling and
+        the figures ask for it here: a model with another prior overrides this method alone."""
+        return dist.Normal(like.new_zeros(self.z_dim), 1.0).to_event(1)
 
     def decode(self, z):
         """Mean image ``[..., 784]`` for latent codes ``z``."""

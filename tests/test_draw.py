@@ -83,7 +83,7 @@ def test_initial_window_covers_the_centre_of_the_image(n):
 def test_guide_sites_match_the_model_at_every_glimpse(attention, name, n_classes):
     T, Z = 5, 3
     model = DRAW(T, Z, 16, 5 if attention else None, n_classes)
-    guide = make_guide(name, model, 16, 2 if attention else None)
+    guide = make_guide(name, model, 16, read_n=2 if attention else None)
     x = torch.bernoulli(torch.rand(4, 784))
     y = torch.tensor([0, 9, 3, 3]) if n_classes else None
     guide_tr = poutine.trace(guide.guide).get_trace(x, y)
@@ -119,7 +119,7 @@ def test_generate_gives_a_canvas_per_glimpse():
 def test_hand_written_loss_equals_pyro_under_the_same_noise():
     """The benchmark's hand-written -ELBO draws the same standard normals in the same order."""
     model = DRAW(4, 3, 16, 5)
-    guide = make_guide("draw", model, 16, 2)
+    guide = make_guide("draw", model, 16, read_n=2)
     x = torch.bernoulli(torch.rand(6, 784))
     torch.manual_seed(5)
     pyro_loss = Trace_ELBO().loss(model.model, guide.guide, x)

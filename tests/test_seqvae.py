@@ -15,7 +15,8 @@ T, Z, H = 12, 3, 8
 @pytest.mark.parametrize("name", GUIDES)
 def test_guide_traces_against_the_model_and_gradients_flow(name):
     x = torch.rand(5, T, 2) * 27
-    model, guide = SeqVAE(Z, H, T), make_guide(name, Z, H)
+    model = SeqVAE(Z, H, T)
+    guide = make_guide(name, model)
     guide_tr = poutine.trace(guide.guide).get_trace(x)
     model_tr = poutine.trace(poutine.replay(model.model, trace=guide_tr)).get_trace(x)
     assert guide_tr.nodes["z"]["value"].shape == (5, Z)
@@ -46,4 +47,4 @@ def test_decode_keeps_leading_dimensions_and_bad_input_is_rejected():
     with pytest.raises(ValueError, match="NaN"):
         model.model(torch.full((3, T, 2), float("nan")))
     with pytest.raises(ValueError, match="unknown guide"):
-        make_guide("gru")
+        make_guide("gru", model)

@@ -32,7 +32,8 @@ def explicit_terms(model, guide, x, z):
 @pytest.mark.parametrize("name", ["mlp", "conv"])
 def test_enumerated_elbo_equals_explicit_sum_over_labels(name, fake_images):
     x = fake_images[0][:6]
-    model, guide = SSVAE(Z, (16,)), make_guide(name, Z, 16)
+    model = SSVAE(Z, (16,))
+    guide = make_guide(name, model)
     guide.eval()
     pyro.set_rng_seed(1)
     loss = TraceEnum_ELBO(max_plate_nesting=1).loss(model.model, guide.guide, x)
@@ -49,7 +50,8 @@ def test_enumerated_elbo_equals_explicit_sum_over_labels(name, fake_images):
 
 def test_labelled_elbo_and_classification_term(fake_images):
     x, y = fake_images[0][:6], fake_images[1][:6]
-    model, guide = SSVAE(Z, (16,)), make_guide("mlp", Z, 16)
+    model = SSVAE(Z, (16,))
+    guide = make_guide("mlp", model)
     pyro.set_rng_seed(2)
     elbo = TraceEnum_ELBO(max_plate_nesting=1).loss(model.model, guide.guide, x, y)
     pyro.set_rng_seed(2)
@@ -68,7 +70,8 @@ def test_labelled_elbo_and_classification_term(fake_images):
 
 def test_importance_weights_sum_labels_exactly(fake_images):
     x = fake_images[0][:4]
-    model, guide = SSVAE(Z, (16,)), make_guide("mlp", Z, 16)
+    model = SSVAE(Z, (16,))
+    guide = make_guide("mlp", model)
     pyro.set_rng_seed(3)
     lw = log_importance_weights(model, guide, x, None, num_samples=1)
     pyro.set_rng_seed(3)
@@ -81,7 +84,8 @@ def test_importance_weights_sum_labels_exactly(fake_images):
 @pytest.mark.parametrize("name", sorted(GUIDES))
 def test_gradients_flow_for_every_guide(name, fake_images):
     x, y = fake_images
-    model, guide = SSVAE(Z, (16,)), make_guide(name, Z, 16)
+    model = SSVAE(Z, (16,))
+    guide = make_guide(name, model)
     elbo = TraceGraph_ELBO() if name == "sample" else TraceEnum_ELBO(max_plate_nesting=1)
     objective = M2Objective(guide.classifier, alpha=1.0, elbo=elbo)
     objective.loss_and_grads(model.model, guide.guide, x[:8], y[:8])
@@ -93,7 +97,7 @@ def test_gradients_flow_for_every_guide(name, fake_images):
 
 def test_sampled_guide_draws_one_label_per_image(fake_images):
     x = fake_images[0][:5]
-    guide = make_guide("sample", Z, 16)
+    guide = make_guide("sample", SSVAE(Z, (16,)))
     tr = poutine.trace(guide.guide).get_trace(x)
     assert tr.nodes["y"]["value"].shape == (5,) and "enumerate" not in tr.nodes["y"]["infer"]
 
@@ -111,7 +115,7 @@ def test_bad_labels_are_clear_errors(y, match):
 
 def test_split_first_layer_equals_concatenation():
     """q(z | x, y) acts on [features(x), onehot(y)]; the split first layer must be that Linear."""
-    guide = make_guide("mlp", Z, 16)
+    guide = make_guide("mlp", SSVAE(Z, (16,)))
     x = torch.rand(4, 784)
     y = torch.tensor([0, 3, 9, 3])
     w = torch.cat([guide.z_from_x.weight, guide.z_from_y.weight], 1)

@@ -13,7 +13,8 @@ from ppl_models.vae import VAE
 
 def build():
     pyro.set_rng_seed(0)
-    return VAE(3, (16,)), make_guide("diag", 3, (16,))
+    model = VAE(3, (16,))
+    return model, make_guide("diag", model)
 
 
 def run(tmp, fake_images, epochs, resume=False, **kw):

@@ -16,7 +16,8 @@ from ppl_models.vae import VAE
 
 def build(z=3):
     pyro.set_rng_seed(0)
-    return VAE(z, (16,)), make_guide("diag", z, (16,))
+    model = VAE(z, (16,))
+    return model, make_guide("diag", model)
 
 
 def train(out, fake_images, epochs, model=None, guide=None, **kw):
@@ -91,7 +92,8 @@ def test_m2_objective_leaves_the_classifier_term_on_the_device(fake_images):
     from guides.ssvae import make_guide as ss_guide
     from ppl_models.ssvae import SSVAE
     x, y = fake_images
-    model, guide = SSVAE(4, (16,)), ss_guide("mlp", 4, 16)
+    model = SSVAE(4, (16,))
+    guide = ss_guide("mlp", model)
     value = M2Objective(guide.classifier, 1.0).loss_and_grads(model.model, guide.guide, x[:8], y[:8])
     assert torch.is_tensor(value) and value.dim() == 0 and not value.requires_grad
     plain = M2Objective(guide.classifier, 1.0).loss_and_grads(model.model, guide.guide, x[:8])

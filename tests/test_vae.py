@@ -28,7 +28,8 @@ def latent_sites(tr):
 @pytest.mark.parametrize("decoder", ["mlp", "conv"])
 def test_every_guide_matches_the_model(name, decoder, fake_images):
     x = fake_images[0][:5]
-    model, guide = VAE(Z, (32,), decoder), make_guide(name, Z, (32,))
+    model = VAE(Z, (32,), decoder)
+    guide = make_guide(name, model)
     model_tr, guide_tr = traces(model, guide, x)
     assert set(latent_sites(guide_tr)) == set(latent_sites(model_tr)) == {"z"}
     z = guide_tr.nodes["z"]
@@ -45,7 +46,8 @@ def test_every_guide_matches_the_model(name, decoder, fake_images):
 @pytest.mark.parametrize("name", sorted(GUIDES))
 def test_gradients_reach_every_parameter(name, fake_images):
     x = fake_images[0][:8]
-    model, guide = VAE(Z, (32,)), make_guide(name, Z, (32,))
+    model = VAE(Z, (32,))
+    guide = make_guide(name, model)
     Trace_ELBO().loss_and_grads(model.model, guide.guide, x)
     for module in (model, guide):
         for pname, p in module.named_parameters():
@@ -57,7 +59,7 @@ def test_gaussian_likelihood_learned_and_fixed_sigma():
     x = torch.rand(6, 784)
     learned, fixed = VAE(Z, (16,), likelihood="gaussian"), VAE(Z, (16,), likelihood="gaussian", sigma=0.2)
     assert learned.log_sigma.requires_grad and not fixed.log_sigma.requires_grad
-    guide = make_guide("diag", Z, (16,))
+    guide = make_guide("diag", fixed)
     model_tr, _ = traces(fixed, guide, x)
     fn = model_tr.nodes["x"]["fn"].base_dist
     assert isinstance(fn, dist.Normal) and torch.allclose(fn.scale, torch.tensor(0.2))
@@ -66,7 +68,8 @@ def test_gaussian_likelihood_learned_and_fixed_sigma():
 
 def test_beta_scales_kl_terms_in_model_and_guide(fake_images):
     x = fake_images[0][:4]
-    model, guide = VAE(Z, (16,)), make_guide("diag", Z, (16,))
+    model = VAE(Z, (16,))
+    guide = make_guide("diag", model)
     model_tr, guide_tr = traces(model, guide, x, beta=0.25)
     assert model_tr.nodes["z"]["scale"] == 0.25 and guide_tr.nodes["z"]["scale"] == 0.25
     assert model_tr.nodes["x"]["scale"] == 1.0
@@ -77,7 +80,8 @@ def test_beta_scales_kl_terms_in_model_and_guide(fake_images):
 def test_delta_guide_with_beta_zero_is_an_autoencoder(fake_images):
     """With a point-mass guide and beta = 0 the loss is exactly the reconstruction error."""
     x = fake_images[0][:4]
-    model, guide = VAE(Z, (16,)), make_guide("delta", Z, (16,))
+    model = VAE(Z, (16,))
+    guide = make_guide("delta", model)
     loss = Trace_ELBO().loss(model.model, guide.guide, x, beta=0.0)
     with torch.no_grad():
         logits = model.decoder(guide.encode(x))
@@ -95,7 +99,8 @@ def test_wrong_image_shape_is_a_clear_error(bad):
 
 
 def test_nan_pixels_are_a_clear_error():
-    model, guide = VAE(Z, (16,)), make_guide("diag", Z, (16,))
+    model = VAE(Z, (16,))
+    guide = make_guide("diag", model)
     x = torch.rand(3, 784).bernoulli()
     x[1, 5] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
@@ -104,7 +109,7 @@ def test_nan_pixels_are_a_clear_error():
 
 def test_unknown_names_are_clear_errors():
     with pytest.raises(ValueError, match="unknown guide 'gauss'"):
-        make_guide("gauss", Z)
+        make_guide("gauss", VAE(Z))
     with pytest.raises(ValueError, match="unknown decoder"):
         VAE(Z, decoder="rnn")
     with pytest.raises(ValueError, match="unknown likelihood"):
@@ -113,7 +118,8 @@ def test_unknown_names_are_clear_errors():
 
 def test_elbo_is_deterministic_under_a_seed(fake_images):
     x = fake_images[0][:8]
-    model, guide = VAE(Z, (16,)), make_guide("iaf", Z, (16,))
+    model = VAE(Z, (16,))
+    guide = make_guide("iaf", model)
     pyro.set_rng_seed(5)
     a = Trace_ELBO().loss(model.model, guide.guide, x)
     pyro.set_rng_seed(5)

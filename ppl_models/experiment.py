@@ -1,0 +1,284 @@
+"""The experiment layer every example shares: flags, run folders, settings that travel with the
+weights, one results format, and one-line errors. Plain functions; an example reads top to bottom::
+
+    def parse_args(argv=None):
+        p = experiment.parser(__doc__, epochs=50, eval_samples=1000, eval_images=10000)
+        p.add_argument("--guide", default="diag", choices=sorted(GUIDES))    # the example's own flags
+        return p.parse_args(argv)
+
+    def main(args):
+        run = experiment.start(args, "vae", "{guide}-z{z_dim}")    # device, threads, seed, run folder
+        ...data, model, guide...
+        history = experiment.train(run, model, guide, loss, batches, validate=..., best=...)
+        eval_epoch = experiment.load_best(run, model, guide)      # this run's own best.pt
+        metrics = experiment.score(run, model, guide, x_test)     # the shared importance sampler
+        return experiment.finish(run, metrics, history, eval_epoch)
+
+    if __name__ == "__main__":
+        experiment.cli(main, parse_args)
+
+Run folders: ``--out`` defaults to ``results/<example>/<name>-seed<k>`` (``-smoke`` added under
+``--smoke``), the name formatted from the run's settings, so runs with other settings never share
+a folder. Every checkpoint stores the settings (all flags but the ones in ``FREE``, which may change
+between a run and its resume); ``--resume`` and ``--eval-only`` refuse a checkpoint written with
+other settings, naming the ones that differ, and a fresh run refuses a folder that holds another
+run unless ``--overwrite`` is given.
+
+Results: one ``results.json`` per run, the same keys for every model (``RESULTS_SCHEMA``)::
+
+    {"schema": 1, "example": "vae", "run": "diag-z50-seed0", "settings": {...}, "device": "cpu",
+     "hardware": "...", "versions": {...}, "epochs": 244, "eval_epoch": 240, "train_seconds": ...,
+     "eval_seconds": ..., "eval_only": false, "earlier_test_scores": [...],
+     "metrics": {"test_elbo": ..., "test_log_px": ..., "eval_samples": ..., "eval_images": ...,
+                 "ess_mean": ..., "khat_above_0_7": ..., "exact": false, <the model's own, e.g. test_error>}}
+
+``test_elbo`` and ``test_log_px`` are per example (image or sequence) in nats, higher is better.
+``python -m ppl_models.compare DIR...`` turns any set of them into one table.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pyro
+import torch
+
+from ppl_models.data import DataError
+from ppl_models.evaluate import evaluate
+from ppl_models.train import BEST, CHECKPOINT, SettingsMismatch, TrainingDiverged, fit, load_checkpoint, \
+    read_checkpoint, resolve_device
+
+RESULTS, RESULTS_SCHEMA = "results.json", 1
+# Flags that may differ between a run and its resume or re-evaluation: where the run lives, how it
+# is watched, how long it trains, how it is scored, the learning-rate schedule.
+FREE = {"out", "resume", "overwrite", "eval_only", "no_progress", "threads", "device", "epochs",
+        "eval_samples", "eval_images", "lr", "lr_steps", "lr_decay", "patience", "valid_every"}
+SMOKE = {"epochs": 1, "eval_samples": 8, "eval_images": 20}
+
+
+class Refused(ValueError):
+    """A command that cannot run as given (bad flag combination, a folder holding another run...)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``prog: error: argument --batch-size: must be ...``, exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _typed(convert, test, allowed):
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
+        return value
+    parse.__name__ = allowed
+    return parse
+
+
+positive_int = _typed(int, lambda v: v > 0, "a positive integer")
+nonnegative_int = _typed(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _typed(float, lambda v: v > 0 and np.isfinite(v), "a positive number")
+nonnegative_float = _typed(float, lambda v: v >= 0 and np.isfinite(v), "a number >= 0")
+open_unit = _typed(float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
+
+
+def device_name(text):
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether it exists is checked by :func:`start`)."""
+    ok = text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit())
+    if not ok:
+        raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def parser(doc, *, epochs, batch_size=100, lr=1e-3, eval_samples=None, eval_images=None):
+    """An argument parser with the common flags; an example adds its own.
+    ``eval_samples=None`` leaves out the evaluation flags (an example that scores nothing)."""
+    p = Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("common to every example")
+    g.add_argument("--epochs", type=positive_int, default=epochs, help="epochs to train (default %(default)s)")
+    g.add_argument("--batch-size", type=positive_int, default=batch_size)
+    g.add_argument("--lr", type=positive_float, default=lr, help="learning rate (Adam)")
+    if eval_samples is not None:
+        g.add_argument("--eval-samples", type=positive_int, default=eval_samples,
+                       help="importance samples S for the test figures (default %(default)s)")
+        g.add_argument("--eval-images", type=positive_int, default=eval_images,
+                       help="test examples scored, the first N (default %(default)s)")
+    g.add_argument("--seed", type=nonnegative_int, default=0)
+    g.add_argument("--device", type=device_name, default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    g.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    g.add_argument("--out", default=None, help="run folder (default: results/<example>/<settings>-seed<k>)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    g.add_argument("--eval-only", action="store_true", help="score the run's best checkpoint again, no training")
+    g.add_argument("--overwrite", action="store_true", help="start again in a folder that holds a run")
+    g.add_argument("--smoke", action="store_true", help="a few hundred examples, one epoch, tiny evaluation")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def settings_of(args):
+    """The settings a checkpoint must match: every flag except the ``FREE`` ones, as JSON values."""
+    return json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in FREE}))
+
+
+def run_name(args, template):
+    return template.format(**vars(args)) + f"-seed{args.seed}" + ("-smoke" if args.smoke else "")
+
+
+def start(args, example, template, out=None):
+    """Set up one run: threads, device, seed, its folder. Returns ``run`` (``run.out``, ``run.device``,
+    ``run.settings``, ``run.args``, ``run.example``). ``template`` names the default folder from the
+    settings, e.g. ``"{guide}-z{z_dim}"``; ``out`` overrides ``--out`` (a sub-run of one command)."""
+    if args.resume and args.eval_only:
+        raise Refused("--resume and --eval-only exclude each other: --resume trains on, --eval-only only scores")
+    if args.smoke:
+        for k, v in SMOKE.items():
+            if hasattr(args, k):
+                setattr(args, k, min(getattr(args, k), v))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device(args.device)
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise RuntimeError(f"--device {args.device}: PyTorch sees {torch.cuda.device_count()} CUDA device(s)")
+    except (RuntimeError, ValueError) as e:
+        raise Refused(str(e)) from None
+    name = run_name(args, template)
+    out = Path(out or args.out or Path("results") / example / name)
+    settings = settings_of(args)
+    ckpt = out / CHECKPOINT
+    if args.eval_only and not ckpt.exists():
+        raise Refused(f"--eval-only: no run in {out} (no {CHECKPOINT}); train it first")
+    if ckpt.exists() and not (args.resume or args.eval_only or args.overwrite):
+        saved = read_checkpoint(ckpt)
+        same = saved.get("settings") == settings
+        raise Refused(f"{out} already holds a run ({'same' if same else 'other'} settings, epoch {saved['epoch']}): "
+                      "--resume continues it, --eval-only scores it, --overwrite starts it again, "
+                      "or choose another --out")
+    pyro.set_rng_seed(args.seed)  # network initialisation; fit() seeds again for training
+    print(f"{example}: run folder {out} on {device}")
+    return SimpleNamespace(out=out, device=device, settings=settings, args=args, example=example, name=out.name,
+                           started=time.time())
+
+
+def train(run, model, guide, loss, batches, *, out=None, **kwargs):
+    """``fit`` with the run's folder, seed, settings, epochs, learning rate and flags; under ``--eval-only``
+    the history stored in the run's checkpoint instead (after checking its settings)."""
+    out = Path(out or run.out)
+    a = run.args
+    if a.eval_only:
+        ckpt = read_checkpoint(out / CHECKPOINT)
+        if ckpt.get("settings") != run.settings:
+            load_checkpoint(out / CHECKPOINT, model, guide, settings=run.settings)  # raises, naming them
+        return ckpt["history"]
+    kwargs.setdefault("lr", a.lr)
+    return fit(model, guide, loss, batches, epochs=a.epochs, out=out, resume=a.resume, seed=a.seed,
+               progress=not a.no_progress, settings=run.settings, **kwargs)
+
+
+def load_best(run, model, guide, out=None):
+    """Load this run's best checkpoint (its last one where it keeps no best) into model and guide;
+    return its epoch. The checkpoint's settings must be the run's."""
+    out = Path(out or run.out)
+    path = out / BEST if (out / BEST).exists() else out / CHECKPOINT
+    epoch = load_checkpoint(path, model, guide, settings=run.settings)["epoch"]
+    model.eval(), guide.eval()
+    return epoch
+
+
+def score(run, model, guide, *data, batch_size=None, **kwargs):
+    """The test figures of the shared evaluator on the first ``--eval-images`` examples with
+    S = ``--eval-samples``: the ``metrics`` of ``results.json`` (``test_elbo``, ``test_log_px``, ...)."""
+    a = run.args
+    n = min(a.eval_images, len(data[0]))
+    data = [d[:n] if torch.is_tensor(d) else d for d in data]
+    kwargs = {k: (v[:n] if torch.is_tensor(v) and v.dim() and len(v) >= n else v) for k, v in kwargs.items()}
+    t0 = time.time()
+    bs = batch_size or max(1, min(100, 20_000 // a.eval_samples))
+    r = evaluate(model, guide, *data, num_samples=a.eval_samples, batch_size=bs, progress=not a.no_progress,
+                 **kwargs)
+    metrics = {"test_elbo": r["elbo_mean"], "test_log_px": r["log_px_mean"], "eval_samples": a.eval_samples,
+               "eval_images": n, "exact": r["exact"], "eval_seconds": time.time() - t0}
+    if not r["exact"]:
+        metrics["ess_mean"] = float(r["ess"].mean())
+        if "khat" in r:
+            metrics["khat_above_0_7"] = float((r["khat"] > 0.7).mean())
+    how = "exact" if r["exact"] else f"IS, S={a.eval_samples}"
+    print(f"test log p(x) {metrics['test_log_px']:.2f} nats ({how}, {n} test examples), "
+          f"ELBO {metrics['test_elbo']:.2f}" + (f", mean ESS {metrics['ess_mean']:.1f}, k-hat > 0.7 for "
+                                                f"{100 * metrics.get('khat_above_0_7', float('nan')):.1f}%"
+                                                if not r["exact"] else ""))
+    return metrics
+
+
+def hardware(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {torch.get_num_threads()} thread(s) of {os.cpu_count()} cores"
+
+
+def finish(run, metrics, history=None, eval_epoch=None, out=None, **extra):
+    """Write ``results.json`` (the schema above) into the run folder and return it as a dict.
+    A figure scored before, at another training length, is kept under ``earlier_test_scores``."""
+    out = Path(out or run.out)
+    out.mkdir(parents=True, exist_ok=True)
+    history = history or []
+    metrics = dict(metrics)
+    eval_seconds = metrics.pop("eval_seconds", None)
+    earlier = []
+    if (out / RESULTS).exists():
+        try:
+            old = json.loads((out / RESULTS).read_text())
+            earlier = old.get("earlier_test_scores", [])
+            if old.get("epochs") != len(history):
+                earlier.append({"epochs": old.get("epochs"), "eval_epoch": old.get("eval_epoch"),
+                                "metrics": old.get("metrics")})
+        except (OSError, ValueError):
+            pass
+    results = {"schema": RESULTS_SCHEMA, "example": run.example, "run": out.name, "settings": run.settings,
+               "device": str(run.device), "hardware": hardware(run.device),
+               "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                            "pyro": pyro.__version__},
+               "epochs": len(history), "eval_epoch": eval_epoch,
+               "train_seconds": sum(h.get("seconds", 0.0) for h in history), "eval_seconds": eval_seconds,
+               "eval_only": bool(run.args.eval_only), "earlier_test_scores": earlier, "metrics": metrics, **extra}
+    tmp = out / (RESULTS + ".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    os.replace(tmp, out / RESULTS)
+    print(f"results in {out / RESULTS} ({time.time() - run.started:.0f} s)")
+    return results
+
+
+def cli(main, parse_args, argv=None):
+    """Run ``main(parse_args(argv))``; a refused command or bad data is one line on stderr and a
+    non-zero exit (2 for the command, 1 for the data or a diverged run), never a traceback.
+    ``PPL_MODELS_TRACEBACK=1`` shows the traceback instead."""
+    args = parse_args(argv)
+    try:
+        return main(args)
+    except (Refused, SettingsMismatch, DataError, TrainingDiverged, FileNotFoundError, ValueError) as e:
+        if os.environ.get("PPL_MODELS_TRACEBACK"):
+            raise
+        code = 2 if isinstance(e, (Refused, SettingsMismatch)) else 1
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        sys.exit(code)
+    except KeyboardInterrupt:
+        print("\ninterrupted; --resume continues from the last saved epoch", file=sys.stderr)
+        sys.exit(130)
