@@ -1,58 +1,49 @@
 """Semi-supervised MNIST with the M2 model (Kingma et al. 2014), the label enumerated.
 
     python examples/ssvae.py --labeled 5000              # N/10 labelled images per class
-    python examples/ssvae.py --labeled 100 --seeds 3     # three label draws: mean and std
+    python examples/ssvae.py --labeled 100 --seeds 3     # three label draws (one run folder each)
     python examples/ssvae.py --guide sample              # sample y instead of enumerating it
 
 The first 50,000 training images are the pool: ``--labeled N`` of them (N/10 per class, drawn with
 the seed) keep their label, the rest are unlabelled; the last 10,000 are the validation set, used to
-pick the epoch; the test set is touched once, for the final error of ``argmax q(y|x)``.
+pick the epoch; the test set is touched once, at the best validation epoch, for the error of
+``argmax q(y|x)`` (all 10,000 images) and the importance-sampled log p(x) with y summed out
+(``--eval-images``, S = ``--eval-samples``).
 Each training step pairs one unlabelled batch (label summed out by ``TraceEnum_ELBO``) with one
 labelled batch (ELBO plus ``alpha`` times the classifier's cross-entropy).
 """
-import argparse
-import json
+import copy
 import statistics
-import sys
-import time
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import pyro  # noqa: E402
 import torch  # noqa: E402
 from pyro.infer import TraceEnum_ELBO, TraceGraph_ELBO  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from guides.ssvae import GUIDES, make_guide  # noqa: E402
-from ppl_models import plots  # noqa: E402
+from ppl_models import experiment, plots  # noqa: E402
 from ppl_models.data import N_TRAIN, labeled_indices, load_mnist  # noqa: E402
+from ppl_models.experiment import nonnegative_float, positive_int  # noqa: E402
 from ppl_models.ssvae import M2Objective, SSVAE  # noqa: E402
-from ppl_models.train import BEST, fit, load_checkpoint, resolve_device  # noqa: E402
+
+RUN_NAME = "{guide}-labeled{labeled}-z{z_dim}-alpha{alpha:g}"
 
 
-def parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--labeled", type=int, default=5000, help="labelled images, a multiple of 10 up to 50000")
-    p.add_argument("--guide", default="conv", help=f"one of {sorted(GUIDES)}")
-    p.add_argument("--z-dim", type=int, default=50)
-    p.add_argument("--hidden", type=int, default=500)
-    p.add_argument("--alpha", type=float, default=50.0, help="weight of the classification term per image")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
+def parse_args(argv=None):
+    p = experiment.parser(__doc__, epochs=50, eval_samples=100, eval_images=1000)
+    p.add_argument("--labeled", type=positive_int, default=5000, help="labelled images, a multiple of 10 up to 50000")
+    p.add_argument("--guide", default="conv", choices=sorted(GUIDES))
+    p.add_argument("--z-dim", type=positive_int, default=50)
+    p.add_argument("--hidden", type=positive_int, default=500)
+    p.add_argument("--alpha", type=nonnegative_float, default=50.0, help="weight of the classification term per image")
     p.add_argument("--optim", default="adam", choices=["adam", "rmsprop"])
-    p.add_argument("--seeds", type=int, default=1, help="run this many label draws (seeds 0..K-1)")
-    p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--out", default="results/ssvae")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--smoke", action="store_true", help="a few hundred images, one epoch")
-    return p
+    p.add_argument("--seeds", type=positive_int, default=1, help="run this many label draws (seeds --seed.. --seed+K-1)")
+    args = p.parse_args(argv)
+    if args.labeled % 10 or args.labeled > N_TRAIN:
+        p.error(f"--labeled must be a positive multiple of 10 up to {N_TRAIN}, got {args.labeled}")
+    return args
 
 
 class PairedBatches:
@@ -85,14 +76,13 @@ def error_rate(guide, x, y, batch_size=2000):
     return (pred != y).float().mean().item(), pred
 
 
-def run_one(args, seed, device, data, out):
+def run_one(args, data):
+    run = experiment.start(args, "ssvae", RUN_NAME)
     train, valid, test = data
-    pool_y = train.y[:N_TRAIN]
-    lab, unlab = labeled_indices(pool_y, args.labeled, seed=seed)
-    lab, unlab = lab.to(device), unlab.to(device)
-    pyro.set_rng_seed(seed)
-    model = SSVAE(args.z_dim, (args.hidden,)).to(device)
-    guide = make_guide(args.guide, args.z_dim, args.hidden).to(device)
+    lab, unlab = labeled_indices(train.y[:N_TRAIN], args.labeled, seed=args.seed)
+    lab, unlab = lab.to(run.device), unlab.to(run.device)
+    model = SSVAE(args.z_dim, (args.hidden,)).to(run.device)
+    guide = make_guide(args.guide, model).to(run.device)
     elbo = TraceGraph_ELBO() if args.guide == "sample" else TraceEnum_ELBO(max_plate_nesting=1)
     objective = M2Objective(guide.classifier, args.alpha, elbo)
     batches = PairedBatches(train.x[lab], train.y[lab], train.x[unlab], args.batch_size)
@@ -100,19 +90,17 @@ def run_one(args, seed, device, data, out):
     def validate():
         return {"valid_error": error_rate(guide, valid.x, valid.y)[0]}
 
-    t0 = time.time()
-    fit(model, guide, objective, batches, epochs=args.epochs, out=out, optim=args.optim, lr=args.lr,
-        validate=validate, best=("valid_error", "min"), resume=args.resume, seed=seed,
-        progress=not args.no_progress)
-    seconds = time.time() - t0
-    ckpt = load_checkpoint(out / BEST, model, guide, map_location=device)
+    history = experiment.train(run, model, guide, objective, batches, optim=args.optim, validate=validate,
+                               best=("valid_error", "min"))
+    eval_epoch = experiment.load_best(run, model, guide)
     test_error, pred = error_rate(guide, test.x, test.y)
-    best_epoch = ckpt["epoch"]
-    print(f"seed {seed}: test error {100 * test_error:.2f}% at the best validation epoch {best_epoch} "
-          f"(valid error {100 * ckpt['best_value']:.2f}%), {seconds:.0f} s")
-    figures(model, guide, test, pred, out)
-    return {"seed": seed, "test_error": test_error, "best_epoch": best_epoch,
-            "valid_error": ckpt["best_value"], "seconds": seconds}
+    valid_error = next(h["valid_error"] for h in history if h["epoch"] == eval_epoch)
+    print(f"seed {args.seed}: test error {100 * test_error:.2f}% at the best validation epoch {eval_epoch} "
+          f"(valid error {100 * valid_error:.2f}%)")
+    metrics = experiment.score(run, model, guide, test.x)  # y summed out: log p(x) of M2
+    metrics.update(test_error=test_error, valid_error=valid_error, test_images_classified=len(test.x))
+    figures(model, guide, test, pred, run.out)
+    return experiment.finish(run, metrics, history, eval_epoch)
 
 
 def figures(model, guide, test, pred, out):
@@ -138,36 +126,25 @@ def figures(model, guide, test, pred, out):
 
 
 def main(args):
-    if args.guide not in GUIDES:
-        raise SystemExit(f"unknown guide {args.guide!r}; choose one of {sorted(GUIDES)}")
-    if args.labeled <= 0 or args.labeled % 10 or args.labeled > N_TRAIN:
-        raise SystemExit(f"--labeled must be a positive multiple of 10 up to {N_TRAIN}, got {args.labeled}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    data = load_mnist("mnist", device, "dynamic")
     if args.smoke:
-        args.epochs = 1
+        args.labeled = min(args.labeled, 100)
+    if args.seeds > 1 and args.out:
+        raise experiment.Refused("--seeds runs one folder per seed: leave --out to its default")
+    data = load_mnist("mnist", experiment.device_of(args), "dynamic")
+    if args.smoke:
         train, valid, test = data
         data = (train.subset(slice(0, 400)), valid.subset(slice(0, 200)), test.subset(slice(0, 200)))
-        args.labeled = min(args.labeled, 100)
-    t0 = time.time()
     runs = []
     for seed in range(args.seed, args.seed + args.seeds):
-        out = Path(args.out) / f"labeled{args.labeled}_{args.guide}_seed{seed}"
-        runs.append(run_one(args, seed, device, data, out))
-    errors = [100 * r["test_error"] for r in runs]
-    mean = statistics.mean(errors)
+        one = copy.copy(args)
+        one.seed = seed
+        runs.append(run_one(one, data))
+    errors = [100 * r["metrics"]["test_error"] for r in runs]
     std = statistics.stdev(errors) if len(errors) > 1 else 0.0
-    wall = time.time() - t0
-    print(f"{args.labeled} labels, guide {args.guide}: test error {mean:.2f}% +- {std:.2f} over "
-          f"{len(errors)} seed(s), {args.epochs} epochs, {device}, wall time {wall:.0f} s")
-    summary = {"args": vars(args), "device": str(device), "runs": runs, "mean_error": mean, "std_error": std,
-               "wall_seconds": wall}
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / f"summary_labeled{args.labeled}_{args.guide}.json").write_text(json.dumps(summary, indent=1))
-    return summary
+    print(f"{args.labeled} labels, guide {args.guide}: test error {statistics.mean(errors):.2f}% +- {std:.2f} "
+          f"over {len(errors)} seed(s), {runs[0]['epochs']} epochs")
+    return runs
 
 
 if __name__ == "__main__":
-    main(parser().parse_args())
+    experiment.cli(main, parse_args)

@@ -67,16 +67,17 @@ def log_importance_weights(model, guide, *args, num_samples=100, max_rows=20_000
     model, recurrent ones included); ``"plate"`` runs model and guide inside
     ``pyro.plate("particles", s)`` left of the model's plates, so the encoder runs once per image
     (needs networks that accept extra leading batch dimensions, as the VAE's do).
-    At most ``max_rows`` (particles x batch) rows are evaluated in one pass. The first pass draws one
-    particle: when the guide samples no latent at all, the likelihood is exact and that single row,
-    ``[1, B]``, is returned.
+    At most ``max_rows`` (particles x batch) rows are evaluated in one pass. When the guide samples no
+    latent at all, the likelihood is exact: it is computed once and returned as one row, ``[1, B]``.
     """
     if particles not in ("repeat", "plate"):
         raise ValueError(f"particles must be 'repeat' or 'plate', got {particles!r}")
     batch = len(args[0])
     chunk = max(1, min(num_samples, max_rows // max(batch, 1)))
     enum_dim = -(max_plate_nesting + 2) if particles == "plate" else -(max_plate_nesting + 1)
-    sizes = [1] + [min(chunk, num_samples - i) for i in range(1, num_samples, chunk)]
+    sizes = [min(chunk, num_samples - i) for i in range(0, num_samples, chunk)]
+    if not guide_has_latent(guide, *args, **kwargs):
+        sizes = [1]
     out = []
     with torch.no_grad():
         for s in sizes:
@@ -96,7 +97,6 @@ def log_importance_weights(model, guide, *args, num_samples=100, max_rows=20_000
                                  "guide with a proper q(z | x)")
             skip = {n for n, site in samples.items()
                     if site["is_observed"] or site["infer"].get("enumerate") == "parallel"}
-            exact = all(site["is_observed"] for site in samples.values())
             model_tr = poutine.trace(poutine.replay(model_fn, trace=guide_tr)).get_trace(*run_args, **run_kwargs)
             guide_tr.compute_log_prob()
             model_tr.compute_log_prob()
@@ -110,9 +110,16 @@ def log_importance_weights(model, guide, *args, num_samples=100, max_rows=20_000
                     lw = lw.logsumexp(0)
                 lw = lw.reshape(lw.shape[0] if lw.dim() else 1, -1).expand(s, batch)
             out.append(lw)
-            if exact:  # no latent: every particle would give the same, exact value
-                break
     return torch.cat(out, 0)
+
+
+def guide_has_latent(guide, *args, **kwargs):
+    """Whether ``guide.guide`` samples any unobserved site (traced once; the RNG is left as it was)."""
+    cuda = [a.device for a in args if torch.is_tensor(a) and a.is_cuda][:1]
+    with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+        trace = poutine.trace(guide.guide).get_trace(*args, **kwargs)
+    return any(site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+               for site in trace.nodes.values())
 
 
 def _in_particle_plate(fn, s, max_plate_nesting):

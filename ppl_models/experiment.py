@@ -72,7 +72,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _typed(convert, test, allowed):
+def ranged(convert, test, allowed):
+    """An argparse ``type=``: ``convert(text)`` that must pass ``test``, else ``must be <allowed>``."""
     def parse(text):
         try:
             value = convert(text)
@@ -85,11 +86,10 @@ def _typed(convert, test, allowed):
     return parse
 
 
-positive_int = _typed(int, lambda v: v > 0, "a positive integer")
-nonnegative_int = _typed(int, lambda v: v >= 0, "an integer >= 0")
-positive_float = _typed(float, lambda v: v > 0 and np.isfinite(v), "a positive number")
-nonnegative_float = _typed(float, lambda v: v >= 0 and np.isfinite(v), "a number >= 0")
-open_unit = _typed(float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
+positive_int = ranged(int, lambda v: v > 0, "a positive integer")
+nonnegative_int = ranged(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = ranged(float, lambda v: v > 0 and np.isfinite(v), "a positive number")
+nonnegative_float = ranged(float, lambda v: v >= 0 and np.isfinite(v), "a number >= 0")
 
 
 def device_name(text):
@@ -134,6 +134,20 @@ def run_name(args, template):
     return template.format(**vars(args)) + f"-seed{args.seed}" + ("-smoke" if args.smoke else "")
 
 
+def device_of(args):
+    """The device ``--device`` names (``auto``: CUDA when present), after setting ``--threads``; an
+    unavailable one is refused."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device(args.device)
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise RuntimeError(f"--device {args.device}: PyTorch sees {torch.cuda.device_count()} CUDA device(s)")
+    except (RuntimeError, ValueError) as e:
+        raise Refused(str(e)) from None
+    return device
+
+
 def start(args, example, template, out=None):
     """Set up one run: threads, device, seed, its folder. Returns ``run`` (``run.out``, ``run.device``,
     ``run.settings``, ``run.args``, ``run.example``). ``template`` names the default folder from the
@@ -144,14 +158,7 @@ def start(args, example, template, out=None):
         for k, v in SMOKE.items():
             if hasattr(args, k):
                 setattr(args, k, min(getattr(args, k), v))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        device = resolve_device(args.device)
-        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-            raise RuntimeError(f"--device {args.device}: PyTorch sees {torch.cuda.device_count()} CUDA device(s)")
-    except (RuntimeError, ValueError) as e:
-        raise Refused(str(e)) from None
+    device = device_of(args)
     name = run_name(args, template)
     out = Path(out or args.out or Path("results") / example / name)
     settings = settings_of(args)
@@ -181,7 +188,8 @@ def train(run, model, guide, loss, batches, *, out=None, **kwargs):
             load_checkpoint(out / CHECKPOINT, model, guide, settings=run.settings)  # raises, naming them
         return ckpt["history"]
     kwargs.setdefault("lr", a.lr)
-    return fit(model, guide, loss, batches, epochs=a.epochs, out=out, resume=a.resume, seed=a.seed,
+    kwargs.setdefault("epochs", a.epochs)
+    return fit(model, guide, loss, batches, out=out, resume=a.resume, seed=a.seed,
                progress=not a.no_progress, settings=run.settings, **kwargs)
 
 

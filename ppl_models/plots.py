@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from scipy.stats import norm  # noqa: E402
+import pyro.distributions as dist  # noqa: E402
 
 
 def _np(t):
@@ -70,13 +70,23 @@ def latent_scatter(z, labels, path, title="latent codes of the test set", circle
     return save_figure(fig, path)
 
 
-def manifold(decode, path, n=15, z_dim=2, title="manifold through the Gaussian inverse CDF"):
-    """Decode a grid of quantiles of N(0, 1) in the first two latent dimensions (others 0)."""
-    q = norm.ppf(np.linspace(0.05, 0.95, n))
-    z = torch.zeros(n * n, z_dim)
-    for i, a in enumerate(q[::-1]):
-        for j, b in enumerate(q):
-            z[i * n + j, 0], z[i * n + j, 1] = b, a
+def manifold(decode, path, prior, n=15, title="manifold through the prior's inverse CDF"):
+    """Decode a grid of the prior's quantiles 0.05..0.95 in the first two latent dimensions (the others
+    at their medians). ``prior``: the model's p(z), factorised over the coordinates with an inverse CDF
+    (a Normal, Laplace, ... wrapped in ``to_event(1)``)."""
+    marginals = prior.base_dist if isinstance(prior, dist.Independent) else prior
+    try:
+        levels = torch.linspace(0.05, 0.95, n, device=marginals.mean.device)
+        shape = marginals.batch_shape
+        q = torch.stack([marginals.icdf(p.expand(shape)) for p in levels]).cpu()  # [n, z_dim]
+        median = marginals.icdf(torch.full(shape, 0.5, device=levels.device)).cpu()
+    except (NotImplementedError, AttributeError):
+        raise ValueError(f"the manifold figure needs a prior with an inverse CDF per coordinate, "
+                         f"got {type(prior).__name__}") from None
+    z = median.expand(n * n, -1).clone()
+    for i in range(n):
+        for j in range(n):
+            z[i * n + j, 0], z[i * n + j, 1] = q[j, 0], q[n - 1 - i, 1]
     with torch.no_grad():
         imgs = decode(z)
     return image_grid(imgs, path, rows=n, cols=n, title=title)
