@@ -6,14 +6,8 @@ and drawn by label with the circle that holds 99% of the codes, and a lattice of
 circle is decoded. For z = 10 both pictures live in the plane of the codes' two principal components.
 The autoencoder's codes leave holes that decode to nonsense; the VAE's fill the prior's ball.
 
-    python examples/ae_vs_vae.py            # writes results/ae_vs_vae/ae_vs_vae.png
+    python examples/ae_vs_vae.py            # writes results/ae_vs_vae/<run>/ae_vs_vae.png
 """
-import argparse
-import json
-import sys
-import time
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -22,32 +16,22 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 from pyro.infer import Trace_ELBO  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from guides.vae import make_guide  # noqa: E402
+from ppl_models import experiment  # noqa: E402
 from ppl_models.data import Minibatches, load_mnist  # noqa: E402
+from ppl_models.experiment import positive_int  # noqa: E402
 from ppl_models.plots import save_figure, tile  # noqa: E402
-from ppl_models.train import fit, resolve_device  # noqa: E402
 from ppl_models.vae import VAE  # noqa: E402
 
 KINDS = {"autoencoder": ("delta", 0.0), "VAE": ("diag", 1.0)}
 
 
-def parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--z-dims", type=int, nargs="+", default=[2, 10])
-    p.add_argument("--hidden", type=int, nargs="+", default=[512, 256])
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lattice", type=int, default=15, help="lattice points per side")
-    p.add_argument("--out", default="results/ae_vs_vae")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--smoke", action="store_true")
-    return p
+def parse_args(argv=None):
+    p = experiment.parser(__doc__, epochs=30)
+    p.add_argument("--z-dims", type=positive_int, nargs="+", default=[2, 10])
+    p.add_argument("--hidden", type=positive_int, nargs="+", default=[512, 256])
+    p.add_argument("--lattice", type=positive_int, default=15, help="lattice points per side")
+    return p.parse_args(argv)
 
 
 def plane(codes):
@@ -72,33 +56,30 @@ def lattice_images(decode, center, basis, radius, n):
 
 
 def main(args):
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.smoke:
-        args.epochs, args.lattice = 1, 5
-    device = resolve_device(args.device)
-    out = Path(args.out)
-    t_start = time.time()
-    train, valid, test = load_mnist("mnist", device, "dynamic", seed=args.seed)
+        args.lattice = 5
+    run = experiment.start(args, "ae_vs_vae", "z" + "-".join(map(str, args.z_dims)) + "-h" +
+                           "-".join(map(str, args.hidden)))
+    train, valid, test = load_mnist("mnist", run.device, "dynamic", seed=args.seed)
     if args.smoke:
         train, test = train.subset(slice(0, 300)), test.subset(slice(0, 200))
     x_test, y_test = test.x[:5000], test.y[:5000].cpu()
     fig, axes = plt.subplots(len(args.z_dims), 4, figsize=(16, 4.2 * len(args.z_dims)), squeeze=False)
-    summary = {}
+    metrics, history = {}, []
     for row, z_dim in enumerate(args.z_dims):
         for col, (kind, (guide_name, beta)) in enumerate(KINDS.items()):
             pyro.set_rng_seed(args.seed)
-            model = VAE(z_dim, tuple(args.hidden)).to(device)
-            guide = make_guide(guide_name, z_dim, tuple(args.hidden)).to(device)
+            model = VAE(z_dim, tuple(args.hidden)).to(run.device)
+            guide = make_guide(guide_name, model).to(run.device)
             print(f"--- {kind}, z = {z_dim} ({guide_name} guide, beta {beta})")
-            hist = fit(model, guide, Trace_ELBO(), Minibatches(train, args.batch_size), epochs=args.epochs,
-                       out=out / f"{kind.lower()}_z{z_dim}", lr=args.lr, seed=args.seed, resume=args.resume,
-                       progress=not args.no_progress, step_kwargs=lambda e, b=beta: {"beta": b})
-            model.eval(), guide.eval()
+            sub = run.out / f"{kind.lower()}_z{z_dim}"
+            history += experiment.train(run, model, guide, Trace_ELBO(), Minibatches(train, args.batch_size),
+                                        out=sub, step_kwargs=lambda e, b=beta: {"beta": b})
+            experiment.load_best(run, model, guide, out=sub)
             with torch.no_grad():
                 codes = guide.encode(x_test).cpu()
                 rec = torch.nn.functional.binary_cross_entropy_with_logits(
-                    model.decoder(codes.to(device)), x_test, reduction="none").sum(1).mean().item()
+                    model.decoder(codes.to(run.device)), x_test, reduction="none").sum(1).mean().item()
             center, basis = plane(codes)
             proj = (codes - center) @ basis.T
             radius = proj.norm(dim=1).quantile(0.99).item()
@@ -109,22 +90,20 @@ def main(args):
             ax.set_aspect("equal")
             ax.set_title(f"{kind}, z={z_dim}: test codes" + (" (top-2 PCs)" if z_dim > 2 else "")
                          + f"\n99% circle r={radius:.2f}")
-            decode = lambda z: model.decode(z.to(device)).cpu()  # noqa: E731
+            decode = lambda z: model.decode(z.to(run.device)).cpu()  # noqa: E731
             axes[row, 2 * col + 1].imshow(lattice_images(decode, center, basis, radius, args.lattice),
                                           cmap="gray_r", vmin=0, vmax=1)
             axes[row, 2 * col + 1].axis("off")
             axes[row, 2 * col + 1].set_title(f"{kind}, z={z_dim}: decoded lattice inside the circle")
-            summary[f"{kind} z={z_dim}"] = {"radius_99": radius, "test_reconstruction_bce": rec,
-                                            "final_train_loss": hist[-1]["loss"] if hist else None}
+            metrics[f"{kind.lower()}_z{z_dim}_radius_99"] = radius
+            metrics[f"{kind.lower()}_z{z_dim}_test_reconstruction_bce"] = rec
             print(f"{kind} z={z_dim}: 99% of test codes within r = {radius:.2f}; "
                   f"test reconstruction BCE {rec:.1f} nats/image")
     fig.tight_layout()
-    save_figure(fig, out / "ae_vs_vae.png", dpi=70)
-    summary["seconds"] = time.time() - t_start
-    (out / "results.json").write_text(json.dumps(summary, indent=1))
-    print(f"wrote {out / 'ae_vs_vae.png'} ({summary['seconds']:.0f} s)")
-    return summary
+    save_figure(fig, run.out / "ae_vs_vae.png", dpi=70)
+    print(f"wrote {run.out / 'ae_vs_vae.png'}")
+    return experiment.finish(run, metrics, history)
 
 
 if __name__ == "__main__":
-    main(parser().parse_args())
+    experiment.cli(main, parse_args)

@@ -11,19 +11,18 @@ writing the story and the variational family as two programs.
 """
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import pyro
 import torch
 from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from guides.draw import make_guide  # noqa: E402
-from ppl_models.benchmark import pyro_against_hand  # noqa: E402
-from ppl_models.data import load_mnist  # noqa: E402
-from ppl_models.draw import DRAW  # noqa: E402
-from ppl_models.train import resolve_device  # noqa: E402
+from guides.draw import make_guide
+from ppl_models.benchmark import pyro_against_hand
+from ppl_models.data import load_mnist
+from ppl_models.draw import DRAW
+from ppl_models.experiment import device_name
+from ppl_models.train import resolve_device
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -57,7 +56,7 @@ def parser():
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--steps", type=int, default=5, help="steps per timed block")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_name, default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="results/benchmark_draw")
     p.add_argument("--smoke", action="store_true")
@@ -77,7 +76,7 @@ def main(args):
     batches = [(x[i],) for i in range(args.steps)]
     attention = args.attention == "filterbank"
     model = DRAW(args.glimpses, args.z_dim, args.hidden, 5 if attention else None).to(device)
-    guide = make_guide("draw", model, args.hidden, 2 if attention else None).to(device)
+    guide = make_guide("draw", model, read_n=2 if attention else None).to(device)
     return pyro_against_hand(model, guide, hand_draw_loss, batches, args.repeats, device,
                              f"DRAW step (batch {bs}, T={args.glimpses}, hidden {args.hidden}, attention {args.attention})",
                              ("Pyro (Trace_ELBO, model + guide)", "hand-written PyTorch loss"),

@@ -9,19 +9,18 @@ One "step" is one unlabelled batch and one labelled batch, as in ``examples/ssva
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 import pyro
 import torch
 from torch.nn.functional import binary_cross_entropy_with_logits, cross_entropy, log_softmax, softplus
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from guides.ssvae import make_guide  # noqa: E402
-from ppl_models.benchmark import time_interleaved  # noqa: E402
-from ppl_models.data import load_mnist  # noqa: E402
-from ppl_models.ssvae import N_CLASSES, M2Objective, SSVAE, cat_label  # noqa: E402
-from ppl_models.train import resolve_device  # noqa: E402
+from guides.ssvae import make_guide
+from ppl_models.benchmark import time_interleaved
+from ppl_models.data import load_mnist
+from ppl_models.ssvae import N_CLASSES, M2Objective, SSVAE, cat_label
+from ppl_models.experiment import device_name
+from ppl_models.train import resolve_device
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -59,7 +58,7 @@ def parser():
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--steps", type=int, default=20, help="steps per timed block")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_name, default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="results/benchmark_ssvae")
     p.add_argument("--smoke", action="store_true")
@@ -79,7 +78,7 @@ def main(args):
     y = train.y[:2 * bs * args.steps].reshape(args.steps, 2, bs)
     pairs = [(x[i, 0], x[i, 1], y[i, 1]) for i in range(args.steps)]  # (unlabelled, labelled, labels)
     model = SSVAE(args.z_dim, (args.hidden,)).to(device)
-    guide = make_guide(args.guide, args.z_dim, args.hidden).to(device)
+    guide = make_guide(args.guide, model).to(device)
     opt = torch.optim.Adam(list(model.parameters()) + list(guide.parameters()), lr=1e-3)
     objective = M2Objective(guide.classifier, args.alpha)
 

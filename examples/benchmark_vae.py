@@ -9,7 +9,6 @@ runs (``Trace_ELBO.loss_and_grads`` with argument validation off, then ``optimiz
 """
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -18,13 +17,13 @@ import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from guides.vae import make_guide  # noqa: E402
-from ppl_models.benchmark import time_interleaved  # noqa: E402
-from ppl_models.data import load_mnist  # noqa: E402
-from ppl_models.evaluate import evaluate  # noqa: E402
-from ppl_models.train import resolve_device  # noqa: E402
-from ppl_models.vae import VAE  # noqa: E402
+from guides.vae import make_guide
+from ppl_models.benchmark import time_interleaved
+from ppl_models.data import load_mnist
+from ppl_models.evaluate import evaluate
+from ppl_models.experiment import device_name
+from ppl_models.train import resolve_device
+from ppl_models.vae import VAE
 
 LOG_2PI = 1.8378770664093453
 
@@ -38,7 +37,7 @@ def parser():
     p.add_argument("--repeats", type=int, default=7, help="interleaved blocks per method")
     p.add_argument("--eval-images", type=int, default=100)
     p.add_argument("--eval-samples", type=int, default=1000)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_name, default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="results/benchmark_vae")
     p.add_argument("--smoke", action="store_true")
@@ -82,8 +81,8 @@ def main(args):
     pyro.set_rng_seed(0)
     train, _, test = load_mnist("mnist", device, "dynamic")
     batches = [torch.bernoulli(train.x[i * args.batch_size:(i + 1) * args.batch_size]) for i in range(args.steps)]
-    model, guide = VAE(args.z_dim, tuple(args.hidden)).to(device), make_guide("diag", args.z_dim,
-                                                                               tuple(args.hidden)).to(device)
+    model = VAE(args.z_dim, tuple(args.hidden)).to(device)
+    guide = make_guide("diag", model).to(device)
     opt = torch.optim.Adam(list(model.parameters()) + list(guide.parameters()), lr=1e-3)
 
     print(f"training step, batch {args.batch_size}, MLP {args.hidden}, z={args.z_dim}, {device}, "

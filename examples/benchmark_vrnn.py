@@ -10,19 +10,18 @@ needs h_{t-1}, and in the model), the price of writing story and variational fam
 """
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import pyro
 import torch
 from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from guides.vrnn import make_guide  # noqa: E402
-from ppl_models.benchmark import pyro_against_hand  # noqa: E402
-from ppl_models.data import load_mnist  # noqa: E402
-from ppl_models.train import resolve_device  # noqa: E402
-from ppl_models.vrnn import VRNN  # noqa: E402
+from guides.vrnn import make_guide
+from ppl_models.benchmark import pyro_against_hand
+from ppl_models.data import load_mnist
+from ppl_models.experiment import device_name
+from ppl_models.train import resolve_device
+from ppl_models.vrnn import VRNN
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -60,7 +59,7 @@ def parser():
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--steps", type=int, default=10, help="steps per timed block")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_name, default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="results/benchmark_vrnn")
     p.add_argument("--smoke", action="store_true")
@@ -79,7 +78,7 @@ def main(args):
     x = torch.bernoulli(train.x[:bs * args.steps]).reshape(args.steps, bs, 28, 28)
     batches = [(x[i],) for i in range(args.steps)]
     model = VRNN("bernoulli", "learned", args.z_dim, args.hidden).to(device)
-    guide = make_guide("filtering", model, args.hidden).to(device)
+    guide = make_guide("filtering", model).to(device)
     return pyro_against_hand(model, guide, hand_vrnn_loss, batches, args.repeats, device,
                              f"VRNN step (batch {bs}, T=28 rows, hidden {args.hidden}, z {args.z_dim})",
                              ("Pyro (Trace_ELBO, model + filtering guide)", "hand-written PyTorch loss"),

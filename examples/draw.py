@@ -10,107 +10,64 @@ epoch takes long, so ``--glimpses`` and ``--hidden`` trade fidelity for time, an
 continues a run. Figures: the canvas after each glimpse for a grid of samples (with the write
 window drawn for the filterbank form), per-class samples with ``--condition label``, the loss curve.
 """
-import argparse
-import json
-import sys
-import time
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import pyro  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from pyro.infer import Trace_ELBO  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from guides.draw import GUIDES, make_guide  # noqa: E402
-from ppl_models import plots  # noqa: E402
-from ppl_models.data import Minibatches, load_mnist  # noqa: E402
+from ppl_models import experiment, plots  # noqa: E402
+from ppl_models.data import Batches, Minibatches, fresh_binarisation, load_mnist  # noqa: E402
 from ppl_models.draw import DRAW  # noqa: E402
 from ppl_models.evaluate import evaluate  # noqa: E402
-from ppl_models.train import BEST, fit, load_checkpoint, resolve_device  # noqa: E402
+from ppl_models.experiment import positive_int  # noqa: E402
+
+RUN_NAME = "{attention}-T{glimpses}-h{hidden}-z{z_dim}-{condition}-{guide}"
 
 
-def parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    p = experiment.parser(__doc__, epochs=20, eval_samples=1000, eval_images=10000)
     p.add_argument("--attention", default="none", choices=["none", "filterbank"])
-    p.add_argument("--read-n", type=int, default=2, help="read glimpse N x N (filterbank)")
-    p.add_argument("--write-n", type=int, default=5, help="write patch N x N (filterbank)")
-    p.add_argument("--glimpses", type=int, default=64)
-    p.add_argument("--hidden", type=int, default=256, help="LSTM units of encoder and decoder")
-    p.add_argument("--z-dim", type=int, default=100)
+    p.add_argument("--read-n", type=positive_int, default=2, help="read glimpse N x N (filterbank)")
+    p.add_argument("--write-n", type=positive_int, default=5, help="write patch N x N (filterbank)")
+    p.add_argument("--glimpses", type=positive_int, default=64)
+    p.add_argument("--hidden", type=positive_int, default=256, help="LSTM units of encoder and decoder")
+    p.add_argument("--z-dim", type=positive_int, default=100)
     p.add_argument("--condition", default="none", choices=["none", "label"])
-    p.add_argument("--guide", default="draw", help=f"one of {list(GUIDES)}")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--valid-every", type=int, default=1)
-    p.add_argument("--eval-samples", type=int, default=1000, help="importance samples S for the test NLL")
-    p.add_argument("--eval-images", type=int, default=10000)
-    p.add_argument("--out", default="results/draw")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--smoke", action="store_true", help="a few hundred images, few glimpses, tiny evaluation")
-    return p
+    p.add_argument("--guide", default="draw", choices=list(GUIDES))
+    p.add_argument("--valid-every", type=positive_int, default=1)
+    return p.parse_args(argv)
 
 
 def main(args):
-    if args.guide not in GUIDES:
-        raise SystemExit(f"unknown guide {args.guide!r}; choose one of {list(GUIDES)}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.smoke:
-        args.epochs, args.eval_samples, args.eval_images, args.glimpses, args.hidden = 1, 4, 20, 4, 32
-    device = resolve_device(args.device)
+        args.glimpses, args.hidden = 4, 32
+    run = experiment.start(args, "draw", RUN_NAME)
     attention = args.attention == "filterbank"
-    pyro.set_rng_seed(args.seed)
-    out = Path(args.out)
-    train, valid, test = load_mnist("mnist", device, "dynamic", seed=args.seed)
+    train, valid, test = load_mnist("mnist", run.device, "dynamic", seed=args.seed)
     if args.smoke:
         train, valid = train.subset(slice(0, 200)), valid.subset(slice(0, 100))
     n_classes = 10 if args.condition == "label" else 0
-    model = DRAW(args.glimpses, args.z_dim, args.hidden, args.write_n if attention else None, n_classes).to(device)
-    guide = make_guide(args.guide, model, args.hidden, args.read_n if attention else None).to(device)
+    model = DRAW(args.glimpses, args.z_dim, args.hidden, args.write_n if attention else None, n_classes)
+    model = model.to(run.device)
+    guide = make_guide(args.guide, model, read_n=args.read_n if attention else None).to(run.device)
     labels = (lambda split: split.y) if n_classes else (lambda split: None)
 
-    class Batches(Minibatches):  # (x, labels) with conditioning, (x,) without
-        def __iter__(self):
-            for x, y in super().__iter__():
-                yield (x, y) if n_classes else (x,)
-
     def validate():
-        r = evaluate(model, guide, valid.x, labels(valid), num_samples=1, batch_size=1000, khat=False, check=False)
+        r = evaluate(model, guide, valid.x, labels(valid), num_samples=1, batch_size=1000, khat=False)
         return {"valid_loss": r["neg_elbo"]}
 
-    print(f"DRAW: attention={args.attention} T={args.glimpses} hidden={args.hidden} z={args.z_dim} "
-          f"condition={args.condition} guide={args.guide} on {device}")
-    history = fit(model, guide, Trace_ELBO(), Batches(train, args.batch_size, "dynamic"), epochs=args.epochs,
-                  out=out, lr=args.lr, validate=validate, valid_every=args.valid_every, best=("valid_loss", "min"),
-                  resume=args.resume, seed=args.seed, progress=not args.no_progress)
-    results = {"args": vars(args), "device": str(device), "epochs_trained": len(history),
-               "train_seconds": sum(h["seconds"] for h in history)}
-    results["eval_epoch"] = load_checkpoint(out / BEST, model, guide, map_location=device)["epoch"]
-    model.eval(), guide.eval()
-    t0 = time.time()
-    n = min(args.eval_images, len(test.x))
-    r = evaluate(model, guide, test.x[:n], test.y[:n] if n_classes else None, num_samples=args.eval_samples,
-                 batch_size=max(1, 20_000 // max(args.eval_samples, 1)) if args.eval_samples < 20_000 else 1,
-                 progress=not args.no_progress)
-    results.update(test_nll=r["nll"], test_neg_elbo=r["neg_elbo"], test_images=n, eval_samples=args.eval_samples,
-                   mean_ess=float(r["ess"].mean()), khat_above_0_7=float((r["khat"] > 0.7).mean()),
-                   eval_seconds=time.time() - t0)
-    print(f"test NLL {r['nll']:.2f} nats (IS, S={args.eval_samples}, {n} test images), -ELBO {r['neg_elbo']:.2f}, "
-          f"best validation epoch {results['eval_epoch']} of {len(history)}, "
-          f"training {results['train_seconds']:.0f} s, evaluation {results['eval_seconds']:.0f} s")
-    figures(model, out, device, args)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    return results
+    batches = (Minibatches(train, args.batch_size, "dynamic") if n_classes  # (x, y), or (x,) alone
+               else Batches(train.x, batch_size=args.batch_size, make=fresh_binarisation))
+    history = experiment.train(run, model, guide, Trace_ELBO(), batches, validate=validate,
+                               valid_every=args.valid_every, best=("valid_loss", "min"))
+    eval_epoch = experiment.load_best(run, model, guide)
+    metrics = experiment.score(run, model, guide, test.x, labels(test))
+    figures(model, run.out, run.device, args)
+    return experiment.finish(run, metrics, history, eval_epoch)
 
 
 def sequence_figure(frames, windows, path, write_n=5, n_show=10, steps=8):
@@ -149,4 +106,4 @@ def figures(model, out, device, args):
 
 
 if __name__ == "__main__":
-    main(parser().parse_args())
+    experiment.cli(main, parse_args)

@@ -8,19 +8,17 @@ graphviz``); where either is missing it says so and skips, without failing.
 import argparse
 import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import pyro
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ppl_models.cvae import CVAE, Baseline, missing_mask, observe  # noqa: E402
-from ppl_models.draw import DRAW  # noqa: E402
-from ppl_models.seqvae import SeqVAE  # noqa: E402
-from ppl_models.ssvae import SSVAE  # noqa: E402
-from ppl_models.vae import VAE  # noqa: E402
-from ppl_models.vrnn import VRNN  # noqa: E402
+from ppl_models.cvae import CVAE, Baseline, missing_mask, observe
+from ppl_models.draw import DRAW
+from ppl_models.seqvae import SeqVAE
+from ppl_models.ssvae import SSVAE
+from ppl_models.vae import VAE
+from ppl_models.vrnn import VRNN
 
 
 def models():

@@ -10,121 +10,66 @@ positions, in nats per sequence, by importance sampling; the positions are in pi
 Figures: digits beside their reconstructions, samples around an encoded "two", and the straight
 line in z between an encoded "four" and "six", all drawn as strokes.
 """
-import argparse
-import json
-import sys
-import time
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pyro  # noqa: E402
 import torch  # noqa: E402
 from pyro.infer import Trace_ELBO  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from guides.seqvae import GUIDES, make_guide  # noqa: E402
-from ppl_models import plots  # noqa: E402
-from ppl_models.data import N_TRAIN  # noqa: E402
-from ppl_models.evaluate import log_importance_weights, summarize  # noqa: E402
+from ppl_models import experiment, plots  # noqa: E402
+from ppl_models.data import N_TRAIN, Batches  # noqa: E402
+from ppl_models.evaluate import evaluate  # noqa: E402
+from ppl_models.experiment import positive_int  # noqa: E402
 from ppl_models.seqvae import SeqVAE  # noqa: E402
 from ppl_models.strokes import load_strokes, plot_strokes  # noqa: E402
-from ppl_models.train import BEST, fit, load_checkpoint, resolve_device  # noqa: E402
+
+RUN_NAME = "{guide}-z{z_dim}-h{hidden}-T{steps}"
 
 
-def parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--guide", default="lstm", help=f"one of {list(GUIDES)}")
-    p.add_argument("--z-dim", type=int, default=64)
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--steps", type=int, default=60, help="resampled sequence length T")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--eval-samples", type=int, default=500)
-    p.add_argument("--eval-images", type=int, default=1000, help="test sequences scored (the first N)")
-    p.add_argument("--out", default="results/seqvae")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--smoke", action="store_true", help="a few hundred sequences, one epoch, small networks")
-    return p
-
-
-class Batches:
-    def __init__(self, x, batch_size):
-        self.x, self.bs = x, batch_size
-
-    def __len__(self):
-        return -(-len(self.x) // self.bs)
-
-    def __iter__(self):
-        perm = torch.randperm(len(self.x), device=self.x.device)
-        for i in range(0, len(perm), self.bs):
-            yield (self.x[perm[i:i + self.bs]],)
-
-
-def score(model, guide, x, num_samples, batch_size=100):
-    out = {"log_px": [], "elbo": [], "ess": []}
-    for i in range(0, len(x), batch_size):
-        lw = log_importance_weights(model, guide, x[i:i + batch_size], num_samples=num_samples, particles="plate")
-        for k, v in summarize(lw).items():
-            out[k].append(v)
-    return {k: torch.cat(v) for k, v in out.items()}
+def parse_args(argv=None):
+    p = experiment.parser(__doc__, epochs=20, eval_samples=500, eval_images=1000)
+    p.add_argument("--guide", default="lstm", choices=list(GUIDES))
+    p.add_argument("--z-dim", type=positive_int, default=64)
+    p.add_argument("--hidden", type=positive_int, default=512)
+    p.add_argument("--steps", type=positive_int, default=60, help="resampled sequence length T")
+    return p.parse_args(argv)
 
 
 def main(args):
-    if args.guide not in GUIDES:
-        raise SystemExit(f"unknown guide {args.guide!r}; choose one of {list(GUIDES)}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.smoke:
-        args.epochs, args.eval_samples, args.eval_images, args.hidden = 1, 5, 20, 16
-    device = resolve_device(args.device)
-    pyro.set_rng_seed(args.seed)
-    out = Path(args.out)
+        args.hidden = 16
+    run = experiment.start(args, "seqvae", RUN_NAME)
     train_set, test_set = load_strokes()
     if args.smoke:
         train_set = train_set.subset(list(range(300)) + list(range(N_TRAIN, N_TRAIN + 100)))
         test_set = test_set.subset(slice(0, 200))
     n_train = 300 if args.smoke else N_TRAIN
-    full = torch.from_numpy(train_set.resampled(args.steps)).to(device)
-    test = torch.from_numpy(test_set.resampled(args.steps)).to(device)
+    full = torch.from_numpy(train_set.resampled(args.steps)).to(run.device)
+    test = torch.from_numpy(test_set.resampled(args.steps)).to(run.device)
     train_x, valid_x = full[:n_train, :, :2], full[n_train:, :, :2]
-    model = SeqVAE(args.z_dim, args.hidden, args.steps).to(device)
-    guide = make_guide(args.guide, args.z_dim, args.hidden).to(device)
+    model = SeqVAE(args.z_dim, args.hidden, args.steps).to(run.device)
+    guide = make_guide(args.guide, model).to(run.device)
 
     def validate():
-        return {"valid_loss": -score(model, guide, valid_x, 1, batch_size=1000)["elbo"].mean().item()}
+        return {"valid_loss": evaluate(model, guide, valid_x, num_samples=1, batch_size=1000, khat=False,
+                                       particles="plate")["neg_elbo"]}
 
-    print(f"sequence VAE: T={args.steps} z={args.z_dim} hidden={args.hidden} guide={args.guide} on {device}, "
+    print(f"sequence VAE: T={args.steps} z={args.z_dim} hidden={args.hidden} guide={args.guide}, "
           f"{len(train_x)} training digits")
-    history = fit(model, guide, Trace_ELBO(), Batches(train_x, args.batch_size), epochs=args.epochs, out=out,
-                  lr=args.lr, validate=validate, best=("valid_loss", "min"), resume=args.resume, seed=args.seed,
-                  progress=not args.no_progress)
-    results = {"args": vars(args), "device": str(device), "epochs_trained": len(history),
-               "train_seconds": sum(h["seconds"] for h in history)}
-    results["eval_epoch"] = load_checkpoint(out / BEST, model, guide, map_location=device)["epoch"]
-    model.eval(), guide.eval()
-    t0 = time.time()
-    n = min(args.eval_images, len(test))
+    history = experiment.train(run, model, guide, Trace_ELBO(), Batches(train_x, batch_size=args.batch_size),
+                               validate=validate, best=("valid_loss", "min"))
+    eval_epoch = experiment.load_best(run, model, guide)
+    metrics = experiment.score(run, model, guide, test[:, :, :2], particles="plate")
     with torch.no_grad():
-        r = score(model, guide, test[:n, :, :2], args.eval_samples)
+        n = metrics["eval_images"]
         rmse = (model.decode(guide.encode(test[:n, :, :2])) - test[:n, :, :2]).pow(2).mean().sqrt().item()
-    results.update(test_log_px=r["log_px"].mean().item(), test_elbo=r["elbo"].mean().item(), test_sequences=n,
-                   eval_samples=args.eval_samples, mean_ess=r["ess"].mean().item(), recon_rmse_pixels=rmse,
-                   sigma=model.log_sigma.exp().tolist(), eval_seconds=time.time() - t0)
-    print(f"test log p(X) >= {results['test_log_px']:.2f} nats per sequence (IS, S={args.eval_samples}, {n} test "
-          f"digits), ELBO {results['test_elbo']:.2f}, reconstruction RMSE {rmse:.2f} pixels, best epoch "
-          f"{results['eval_epoch']} of {len(history)}, training {results['train_seconds']:.0f} s")
-    figures(model, guide, test, torch.from_numpy(test_set.labels).to(device), out, args)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    return results
+    metrics.update(recon_rmse_pixels=rmse, sigma=model.log_sigma.exp().tolist())
+    print(f"reconstruction RMSE {rmse:.2f} pixels")
+    figures(model, guide, test, torch.from_numpy(test_set.labels).to(run.device), run.out, args)
+    return experiment.finish(run, metrics, history, eval_epoch)
 
 
 def draw_row(axes, seqs, flags=None):
@@ -169,4 +114,4 @@ def figures(model, guide, test, labels, out, args):
 
 
 if __name__ == "__main__":
-    main(parser().parse_args())
+    experiment.cli(main, parse_args)

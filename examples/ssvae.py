@@ -14,6 +14,7 @@ labelled batch (ELBO plus ``alpha`` times the classifier's cross-entropy).
 """
 import copy
 import statistics
+from pathlib import Path
 
 import matplotlib
 
@@ -128,8 +129,6 @@ def figures(model, guide, test, pred, out):
 def main(args):
     if args.smoke:
         args.labeled = min(args.labeled, 100)
-    if args.seeds > 1 and args.out:
-        raise experiment.Refused("--seeds runs one folder per seed: leave --out to its default")
     data = load_mnist("mnist", experiment.device_of(args), "dynamic")
     if args.smoke:
         train, valid, test = data
@@ -138,6 +137,8 @@ def main(args):
     for seed in range(args.seed, args.seed + args.seeds):
         one = copy.copy(args)
         one.seed = seed
+        if args.out and args.seeds > 1:  # one command, several runs: a subfolder each
+            one.out = str(Path(args.out) / f"seed{seed}")
         runs.append(run_one(one, data))
     errors = [100 * r["metrics"]["test_error"] for r in runs]
     std = statistics.stdev(errors) if len(errors) > 1 else 0.0

@@ -15,109 +15,53 @@ probability of the integer offsets); validation and test with a fixed seed.
 Splits: the first 50,000 training images train, the last 10,000 pick the epoch, the test set is
 scored once: log p(x) by importance sampling (S = ``--eval-samples``), per sequence, in nats.
 """
-import argparse
-import json
-import sys
-import time
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pyro  # noqa: E402
 import torch  # noqa: E402
 from pyro.infer import Trace_ELBO  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from guides.vrnn import GUIDES, make_guide  # noqa: E402
-from ppl_models import plots  # noqa: E402
-from ppl_models.data import N_TRAIN, load_mnist  # noqa: E402
-from ppl_models.evaluate import log_importance_weights, psis_khat, summarize  # noqa: E402
+from ppl_models import experiment, plots  # noqa: E402
+from ppl_models.data import N_TRAIN, TEST_DRAW_SEED, VALID_DRAW_SEED, Batches, load_mnist  # noqa: E402
+from ppl_models.evaluate import evaluate  # noqa: E402
+from ppl_models.experiment import nonnegative_int, positive_int  # noqa: E402
 from ppl_models.strokes import load_strokes, plot_strokes, stats as stroke_stats  # noqa: E402
-from ppl_models.train import BEST, fit, load_checkpoint, resolve_device  # noqa: E402
 from ppl_models.vrnn import PRIORS, VRNN  # noqa: E402
 
+RUN_NAME = "{data}-{prior}-{guide}-z{z_dim}-h{hidden}-{condition}"
+NAMES = {"learned": "VRNN", "standard": "VRNN-I", "none": "RNN"}
 
-def parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def parse_args(argv=None):
+    p = experiment.parser(__doc__, epochs=20, eval_samples=500, eval_images=1000)
     p.add_argument("--data", default="rows", choices=["rows", "strokes"])
     p.add_argument("--prior", default="learned", choices=PRIORS)
-    p.add_argument("--guide", default="filtering", help=f"one of {list(GUIDES)}")
+    p.add_argument("--guide", default="filtering", choices=list(GUIDES))
     p.add_argument("--condition", default="none", choices=["none", "label"])
-    p.add_argument("--z-dim", type=int, default=16)
-    p.add_argument("--hidden", type=int, default=128, help="units of the LSTM and of every MLP")
-    p.add_argument("--anneal-epochs", type=int, default=0,
+    p.add_argument("--z-dim", type=positive_int, default=16)
+    p.add_argument("--hidden", type=positive_int, default=128, help="units of the LSTM and of every MLP")
+    p.add_argument("--anneal-epochs", type=nonnegative_int, default=0,
                    help="KL annealing: beta rises linearly from 1/N to 1 over the first N epochs")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--eval-samples", type=int, default=500)
-    p.add_argument("--eval-images", type=int, default=1000, help="test sequences scored (the first N)")
-    p.add_argument("--out", default="results/vrnn")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--smoke", action="store_true", help="a few hundred sequences, one epoch, small S")
-    return p
+    return p.parse_args(argv)
 
 
-class SeqData:
-    """Sequences ``x`` ``[N, T, D]`` on the device, labels ``[N]``, lengths ``[N]`` (or None)."""
-
-    def __init__(self, x, y, lengths, binarize=False, dequantize=False):
-        self.x, self.y, self.lengths, self.binarize, self.dequantize = x, y, lengths, binarize, dequantize
-
-    def __len__(self):
-        return len(self.x)
-
-    def subset(self, sl):
-        return SeqData(self.x[sl], self.y[sl], None if self.lengths is None else self.lengths[sl],
-                       self.binarize, self.dequantize)
-
-    def draw(self, idx, generator=None):
-        """The batch ``idx`` with fresh noise: binarised pixels, or dequantised offsets."""
-        x = self.x[idx]
-        if self.binarize:
-            x = torch.bernoulli(x, generator=generator)
-        if self.dequantize:
-            noise = torch.rand(x.shape[:-1] + (2,), device=x.device, generator=generator) - 0.5
-            x = torch.cat([x[..., :2] + noise, x[..., 2:]], -1)
-        lengths = None if self.lengths is None else self.lengths[idx]
-        if lengths is not None:  # cut the padding to the longest sequence of the batch
-            x = x[:, :int(lengths.max())]
-        return x, lengths
-
-    def fixed(self, seed):
-        """A copy with the noise drawn once (validation and test)."""
-        g = torch.Generator(device=self.x.device).manual_seed(seed)
-        x, _ = self.draw(torch.arange(len(self), device=self.x.device), g)
-        return SeqData(x, self.y, self.lengths)
+def dequantise(x, generator=None):
+    """Integer pen offsets (dx, dy) plus uniform noise in [-0.5, 0.5); a ``generator`` draws on the CPU."""
+    shape = x.shape[:-1] + (2,)
+    noise = (torch.rand(shape, generator=generator) if generator is not None
+             else torch.rand(shape, device=x.device)).to(x.device) - 0.5
+    return torch.cat([x[..., :2] + noise, x[..., 2:]], -1)
 
 
-class Batches:
-    def __init__(self, data, batch_size, conditional):
-        self.data, self.bs, self.conditional = data, batch_size, conditional
-
-    def __len__(self):
-        return -(-len(self.data) // self.bs)
-
-    def __iter__(self):
-        perm = torch.randperm(len(self.data), device=self.data.x.device)
-        for i in range(0, len(perm), self.bs):
-            idx = perm[i:i + self.bs]
-            x, lengths = self.data.draw(idx)
-            yield x, (self.data.y[idx] if self.conditional else None), lengths
-
-
-def load_data(kind, device, seed):
+def load_data(kind, device):
+    """``(train, valid, test)``, each a dict of ``x`` ``[N, T, D]``, ``y`` ``[N]``, ``lengths`` ``[N]`` or None.
+    Validation and test noise (binarisation, dequantisation) is drawn once, on the CPU, with fixed seeds."""
     if kind == "rows":
-        train, valid, test = load_mnist("mnist", device, "dynamic", seed=seed)
-        rows = lambda s, **kw: SeqData(s.x.reshape(-1, 28, 28), s.y, None, **kw)  # noqa: E731
-        return rows(train, binarize=True), rows(valid), rows(test)
+        splits = load_mnist("mnist", device, "dynamic")  # valid and test binarised once
+        return [{"x": s.x.reshape(-1, 28, 28), "y": s.y, "lengths": None} for s in splits]
     train_set, test_set = load_strokes()
     for name, lengths in (("train", train_set.lengths), ("test", test_set.lengths)):
         st = stroke_stats(lengths)
@@ -125,84 +69,60 @@ def load_data(kind, device, seed):
               "(the public stroke set: 13, 40, 117)")
     t_max = int(max(train_set.lengths.max(), test_set.lengths.max()))
 
-    def to_data(s):
+    def split(s, rows=slice(None), draw_seed=None):
         x, lengths = s.padded(t_max)
-        return SeqData(torch.from_numpy(x).to(device), torch.from_numpy(s.labels).to(device),
-                       torch.from_numpy(lengths).long().to(device), dequantize=True)
+        x = torch.from_numpy(x[rows])
+        if draw_seed is not None:
+            x = dequantise(x, torch.Generator().manual_seed(draw_seed))
+        return {"x": x.to(device), "y": torch.from_numpy(s.labels[rows]).to(device),
+                "lengths": torch.from_numpy(lengths[rows]).long().to(device)}
 
-    full = to_data(train_set)
-    return (full.subset(slice(0, N_TRAIN)), full.subset(slice(N_TRAIN, None)).fixed(seed),
-            to_data(test_set).fixed(seed + 1))
+    return (split(train_set, slice(0, N_TRAIN)), split(train_set, slice(N_TRAIN, None), VALID_DRAW_SEED),
+            split(test_set, draw_seed=TEST_DRAW_SEED))
 
 
-def score(model, guide, data, conditional, num_samples, batch_size=100, khat=False):
-    """Per-sequence IS log p(x), ELBO, ESS (and PSIS k-hat)."""
-    out = {"log_px": [], "elbo": [], "ess": [], "khat": []}
-    for i in range(0, len(data), batch_size):
-        sl = slice(i, i + batch_size)
-        lengths = None if data.lengths is None else data.lengths[sl]
-        x = data.x[sl] if lengths is None else data.x[sl, :int(lengths.max())]
-        lw = log_importance_weights(model, guide, x, data.y[sl] if conditional else None, lengths,
-                                    num_samples=num_samples, particles="repeat")
-        for k, v in summarize(lw).items():
-            out[k].append(v.cpu().numpy())
-        if khat:
-            out["khat"].append(psis_khat(lw))
-    return {k: np.concatenate(v) for k, v in out.items() if v}
+def first(split, n):
+    return {k: (v[:n] if v is not None else None) for k, v in split.items()}
 
 
 def main(args):
-    if args.guide not in GUIDES:
-        raise SystemExit(f"unknown guide {args.guide!r}; choose one of {list(GUIDES)}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.smoke:
-        args.epochs, args.eval_samples, args.eval_images, args.hidden = 1, 5, 20, 16
-    device = resolve_device(args.device)
-    pyro.set_rng_seed(args.seed)
-    out = Path(args.out)
-    train, valid, test = load_data(args.data, device, args.seed)
+        args.hidden = 16
+    run = experiment.start(args, "vrnn", RUN_NAME)
+    train, valid, test = load_data(args.data, run.device)
     if args.smoke:
-        train, valid = train.subset(slice(0, 200)), valid.subset(slice(0, 50))
+        train, valid = first(train, 200), first(valid, 50)
     conditional = args.condition == "label"
     emission = "bernoulli" if args.data == "rows" else "strokes"
-    model = VRNN(emission, args.prior, args.z_dim, args.hidden, 10 if conditional else 0).to(device)
-    guide = make_guide(args.guide, model, args.hidden).to(device)
+    model = VRNN(emission, args.prior, args.z_dim, args.hidden, 10 if conditional else 0).to(run.device)
+    guide = make_guide(args.guide, model).to(run.device)
+    label = (lambda split: split["y"]) if conditional else (lambda split: None)
 
     def validate():
-        return {"valid_loss": -float(score(model, guide, valid, conditional, 1, batch_size=1000)["elbo"].mean())}
+        r = evaluate(model, guide, valid["x"], label(valid), lengths=valid["lengths"], num_samples=1,
+                     batch_size=1000, khat=False)
+        return {"valid_loss": r["neg_elbo"]}
 
     def anneal(epoch):
         return {"beta": min(1.0, epoch / args.anneal_epochs) if args.anneal_epochs else 1.0}
 
-    name = {"learned": "VRNN", "standard": "VRNN-I", "none": "RNN"}[args.prior]
-    print(f"{name} on {args.data}: z={args.z_dim} hidden={args.hidden} guide={args.guide} "
-          f"condition={args.condition} on {device}, {len(train)} training sequences")
-    history = fit(model, guide, Trace_ELBO(), Batches(train, args.batch_size, conditional), epochs=args.epochs,
-                  out=out, lr=args.lr, validate=validate, best=("valid_loss", "min"), resume=args.resume,
-                  seed=args.seed, progress=not args.no_progress, step_kwargs=anneal)
-    results = {"args": vars(args), "model": name, "device": str(device), "epochs_trained": len(history),
-               "train_seconds": sum(h["seconds"] for h in history)}
-    results["eval_epoch"] = load_checkpoint(out / BEST, model, guide, map_location=device)["epoch"]
-    model.eval(), guide.eval()
-    t0 = time.time()
-    n = min(args.eval_images, len(test))
-    r = score(model, guide, test.subset(slice(0, n)), conditional, args.eval_samples, khat=model.has_z)
-    results.update(test_log_px=float(r["log_px"].mean()), test_elbo=float(r["elbo"].mean()), test_sequences=n,
-                   eval_samples=args.eval_samples, mean_ess=float(r["ess"].mean()), eval_seconds=time.time() - t0)
-    if "khat" in r:
-        results["khat_above_0_7"] = float((r["khat"] > 0.7).mean())
-    how = f"{args.guide} guide" if model.has_z else "no latent: exact"
-    print(f"{name} ({how}): test log p(x) >= {results['test_log_px']:.2f} nats per sequence "
-          f"(IS, S={args.eval_samples}, {n} test sequences), ELBO {results['test_elbo']:.2f}, "
-          f"best epoch {results['eval_epoch']} of {len(history)}, training {results['train_seconds']:.0f} s")
-    figures(model, test, out, args, conditional)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    return results
+    def make(x, y, lengths):  # a fresh binarisation of the rows, or fresh dequantisation noise
+        return (torch.bernoulli(x) if args.data == "rows" else dequantise(x)), (y if conditional else None), lengths
+
+    batches = Batches(train["x"], train["y"], train["lengths"], batch_size=args.batch_size, make=make,
+                      lengths=2 if args.data == "strokes" else None)
+    print(f"{NAMES[args.prior]} on {args.data}: z={args.z_dim} hidden={args.hidden} guide={args.guide} "
+          f"condition={args.condition}, {len(train['x'])} training sequences")
+    history = experiment.train(run, model, guide, Trace_ELBO(), batches, validate=validate,
+                               best=("valid_loss", "min"), step_kwargs=anneal)
+    eval_epoch = experiment.load_best(run, model, guide)
+    metrics = experiment.score(run, model, guide, test["x"], label(test), lengths=test["lengths"])
+    figures(model, test, run.out, args, conditional)
+    return experiment.finish(run, metrics, history, eval_epoch, model=NAMES[args.prior])
 
 
 def figures(model, test, out, args, conditional):
-    device = test.x.device
+    device = test["x"].device
     torch.manual_seed(args.seed)
     y = torch.arange(10, device=device).repeat_interleave(10) if conditional else None
     title = "samples, one row per requested digit" if conditional else "samples from the model"
@@ -210,7 +130,7 @@ def figures(model, test, out, args, conditional):
         samples = model.generate(100, 28, y, device)                     # [100, 28, 28] probabilities
         plots.image_grid(samples.reshape(100, 784).cpu(), out / "samples.png", rows=10, cols=10, title=title)
     else:
-        t_max = int(test.lengths.max())
+        t_max = int(test["lengths"].max())
         samples = model.generate(100, t_max, y, device).cpu().numpy()
         fig, axes = plt.subplots(10, 10, figsize=(8, 8))
         for ax, seq in zip(axes.flat, samples):
@@ -223,4 +143,4 @@ def figures(model, test, out, args, conditional):
 
 
 if __name__ == "__main__":
-    main(parser().parse_args())
+    experiment.cli(main, parse_args)

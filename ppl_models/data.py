@@ -221,9 +221,10 @@ class Batches:
     iterate once per epoch. Each step's arguments are ``make(*slices)`` (default: the slices), e.g.
     a fresh binarisation of the images.
 
-    ``lengths=i``: tensor ``i`` holds the valid lengths of sequences padded along dimension 1 of
-    tensor 0; every batch is cut to its longest sequence. The lengths of all the epoch's batches are
-    read in one go when the epoch starts (one host-device sync per epoch, none per step)."""
+    ``lengths=i``: tensor ``i`` holds the valid lengths of sequences padded along dimension 1; the
+    first argument of every step is cut to the batch's longest sequence. The lengths of all the
+    epoch's batches are read in one go when the epoch starts (one host-device sync per epoch, none
+    per step)."""
 
     def __init__(self, *tensors, batch_size=100, make=None, lengths=None):
         self.tensors, self.batch_size, self.make, self.lengths = tensors, batch_size, make, lengths
@@ -241,10 +242,9 @@ class Batches:
             cuts = torch.cat([lens, lens.new_zeros(pad)]).reshape(len(self), -1).amax(1).tolist()
         for cut, i in zip(cuts, range(0, len(first), self.batch_size)):
             idx = perm[i:i + self.batch_size]
-            parts = [t[idx] if t is not None else None for t in self.tensors]
-            if cut is not None:
-                parts[0] = parts[0][:, :cut]
-            yield self.make(*parts) if self.make else tuple(parts)
+            step = tuple(t[idx] if t is not None else None for t in self.tensors)
+            step = self.make(*step) if self.make else step
+            yield step if cut is None else (step[0][:, :cut], *step[1:])
 
 
 def fresh_binarisation(x, *rest):
