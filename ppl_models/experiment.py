@@ -66,10 +66,19 @@ class Refused(ValueError):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``prog: error: argument --batch-size: must be ...``, exit 2."""
+    """argparse with one-line errors (``prog: error: argument --batch-size: must be ...``, exit 2).
+    Under ``--smoke`` the flags of ``SMOKE`` left at their defaults take the smoke sizes."""
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, rest = super().parse_known_args(args, namespace)
+        if getattr(ns, "smoke", False):
+            for k, v in SMOKE.items():
+                if hasattr(ns, k) and getattr(ns, k) == self.get_default(k):
+                    setattr(ns, k, v)
+        return ns, rest
 
 
 def ranged(convert, test, allowed):
@@ -154,10 +163,6 @@ def start(args, example, template, out=None):
     settings, e.g. ``"{guide}-z{z_dim}"``; ``out`` overrides ``--out`` (a sub-run of one command)."""
     if args.resume and args.eval_only:
         raise Refused("--resume and --eval-only exclude each other: --resume trains on, --eval-only only scores")
-    if args.smoke:
-        for k, v in SMOKE.items():
-            if hasattr(args, k):
-                setattr(args, k, min(getattr(args, k), v))
     device = device_of(args)
     name = run_name(args, template)
     out = Path(out or args.out or Path("results") / example / name)

@@ -54,41 +54,70 @@ def test_vae_variants(extra, tmp_path):
     assert {"samples.png", "reconstructions.png", "loss.png", "metrics.csv", "checkpoint.pt"} <= files
     results = json.loads((tmp_path / "results.json").read_text())
     if "delta" in extra:
-        assert "test_nll" not in results
+        assert "test_log_px" not in results["metrics"]
     else:
-        assert "test NLL" in out and results["test_nll"] > 0
+        assert "test log p(x)" in out and results["metrics"]["test_log_px"] < 0
     if "2" in extra:
         assert {"latent.png", "manifold.png"} <= files
+
+
+def refused(script, *args, cwd=ROOT):
+    """Run an example that must refuse: exit status 2, one line on stderr, no traceback."""
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / f"{script}.py"), *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-1000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    return proc.stderr
 
 
 def test_vae_resume_and_unknown_guide(tmp_path):
     run_example("vae", tmp_path, "--no-progress")
     out = run_example("vae", tmp_path, "--no-progress", "--resume")
     assert "resumed from" in out
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "vae.py"), "--guide", "gauss", "--smoke"],
-                          capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode != 0 and "unknown guide 'gauss'" in proc.stderr
+    assert "invalid choice: 'gauss'" in refused("vae", "--guide", "gauss", "--smoke")
 
 
-@pytest.mark.parametrize("labeled", ["15", "50010", "0"])
-def test_ssvae_bad_labeled_counts(labeled):
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "ssvae.py"), "--labeled", labeled],
-                          capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode != 0 and "--labeled must be a positive multiple of 10 up to 50000" in proc.stderr
+@pytest.mark.parametrize("labeled, message", [
+    ("15", "--labeled must be a positive multiple of 10 up to 50000"),
+    ("50010", "--labeled must be a positive multiple of 10 up to 50000"),
+    ("0", "argument --labeled: must be a positive integer"),
+])
+def test_ssvae_bad_labeled_counts(labeled, message):
+    assert message in refused("ssvae", "--labeled", labeled)
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("vae", ["--batch-size", "0"], "argument --batch-size: must be a positive integer, got 0"),
+    ("vae", ["--lr", "-1"], "argument --lr: must be a positive number"),
+    ("vae", ["--eval-samples", "0"], "argument --eval-samples: must be a positive integer"),
+    ("vae", ["--beta", "-0.5"], "argument --beta: must be a number >= 0"),
+    ("vae", ["--device", "tpu"], "argument --device: must be auto, cpu, cuda or cuda:N"),
+    ("vae", ["--device", "cuda:7"], "CUDA"),
+    ("vae", ["--lr-steps", "ten:1"], "EPOCH:LR"),
+    ("vae", ["--resume", "--eval-only"], "exclude each other"),
+    ("draw", ["--glimpses", "0"], "argument --glimpses: must be a positive integer"),
+    ("vrnn", ["--anneal-epochs", "-1"], "argument --anneal-epochs: must be an integer >= 0"),
+    ("seqvae", ["--threads", "0"], "argument --threads: must be a positive integer"),
+    ("cvae", ["--quadrants", "4"], "argument --quadrants: invalid choice"),
+])
+def test_bad_flags_are_one_line_and_exit_2(script, args, message, tmp_path):
+    assert message in refused(script, "--smoke", "--out", str(tmp_path / "run"), *args, cwd=tmp_path)
 
 
 def test_ssvae_sample_guide_smoke(tmp_path):
     out = run_example("ssvae", tmp_path, "--no-progress", "--guide", "sample", "--labeled", "100")
     assert "test error" in out
-    assert (tmp_path / "labeled100_sample_seed0" / "confusion.png").exists()
+    assert (tmp_path / "confusion.png").exists()
+    assert json.loads((tmp_path / "results.json").read_text())["metrics"]["test_error"] >= 0
 
 
 def test_vae_step_schedule():
     sys.path.insert(0, str(ROOT / "examples"))
     from vae import step_schedule
+    from ppl_models.experiment import Refused
     f = step_schedule(1e-3, ["115:3e-4", "182:1e-4"])
     assert [f(e) for e in (1, 114, 115, 181, 182, 900)] == [1e-3, 1e-3, 3e-4, 3e-4, 1e-4, 1e-4]
-    with pytest.raises(SystemExit, match="EPOCH:LR"):
+    with pytest.raises(Refused, match="EPOCH:LR"):
         step_schedule(1e-3, ["ten:1"])
 
 
@@ -105,18 +134,23 @@ def test_vrnn_variants(extra, tmp_path):
 @pytest.mark.parametrize("extra", [["--attention", "filterbank"], ["--condition", "label", "--guide", "noerror"]])
 def test_draw_variants(extra, tmp_path):
     out = run_example("draw", tmp_path, "--no-progress", *extra)
-    assert "test NLL" in out and (tmp_path / "glimpses.png").exists()
+    assert "test log p(x)" in out and (tmp_path / "glimpses.png").exists()
     if "label" in extra:
         assert (tmp_path / "samples_per_class.png").exists()
 
 
 def test_cvae_label_condition(tmp_path):
     out = run_example("cvae", tmp_path, "--no-progress", "--condition", "label", "--guide", "hybrid")
-    assert "label" in out and (tmp_path / "label_grey" / "samples_per_class.png").exists()
+    assert "label" in out and (tmp_path / "samples_per_class.png").exists()
+
+
+def test_cvae_quadrants_under_one_out_are_one_run_each(tmp_path):
+    run_example("cvae", tmp_path, "--no-progress", "--quadrants", "1", "3")
+    for q in (1, 3):
+        r = json.loads((tmp_path / f"q{q}" / "results.json").read_text())
+        assert r["settings"]["quadrants"] == q and r["metrics"]["nn_log_px"] < 0
+        assert (tmp_path / f"q{q}" / "baseline" / "checkpoint.pt").exists()
 
 
 def test_cvae_hybrid_weight_at_an_end_is_rejected(tmp_path):
-    cmd = [sys.executable, str(ROOT / "examples" / "cvae.py"), "--smoke", "--out", str(tmp_path),
-           "--guide", "hybrid", "--hybrid", "0"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert proc.returncode != 0 and "--guide gsnn" in proc.stderr
+    assert "--guide gsnn" in refused("cvae", "--smoke", "--out", str(tmp_path), "--guide", "hybrid", "--hybrid", "0")

@@ -1,0 +1,104 @@
+"""Every registered guide of every model, built the one way (``GUIDES[name](model, hidden)``), is
+scored by the shared evaluator and, where the model's figures need it, encodes: a guide that traces
+but cannot be evaluated or encoded after training fails here, not after a long run."""
+import numpy as np
+import pytest
+import torch
+
+import guides.cvae
+import guides.draw
+import guides.seqvae
+import guides.ssvae
+import guides.vae
+import guides.vrnn
+from ppl_models.cvae import CVAE, missing_mask, observe
+from ppl_models.draw import DRAW
+from ppl_models.evaluate import evaluate
+from ppl_models.seqvae import SeqVAE
+from ppl_models.ssvae import SSVAE
+from ppl_models.vae import VAE
+from ppl_models.vrnn import PRIORS, VRNN
+
+B = 6
+
+
+def images():
+    return torch.bernoulli(torch.rand(B, 784))
+
+
+def check(r, exact=False):
+    assert r["log_px"].shape == (B,) and np.isfinite(r["log_px"]).all() and np.isfinite(r["elbo"]).all()
+    assert (r["log_px"] >= r["elbo"] - 1e-4).all()  # the IS bound is above the ELBO
+    assert r["exact"] == exact
+
+
+def test_every_registry_has_the_one_shape():
+    for registry in (guides.vae.GUIDES, guides.ssvae.GUIDES, guides.cvae.GUIDES, guides.draw.GUIDES,
+                     guides.vrnn.GUIDES, guides.seqvae.GUIDES):
+        assert isinstance(registry, dict) and all(callable(b) for b in registry.values())
+
+
+@pytest.mark.parametrize("name", sorted(guides.vae.GUIDES))
+def test_vae_guides_evaluate_and_encode(name):
+    model = VAE(4, (16,))
+    guide = guides.vae.make_guide(name, model)
+    x = images()
+    codes = guide.encode(x)
+    assert codes.shape == (B, 4) and torch.isfinite(codes).all()
+    if name == "delta":
+        with pytest.raises(ValueError, match="Delta"):
+            evaluate(model, guide, x, num_samples=3)
+    else:
+        check(evaluate(model, guide, x, num_samples=3, particles="plate"))
+
+
+@pytest.mark.parametrize("name", sorted(guides.ssvae.GUIDES))
+def test_ssvae_guides_evaluate_and_encode(name):
+    model = SSVAE(3, (16,))
+    guide = guides.ssvae.make_guide(name, model)
+    x = images()
+    check(evaluate(model, guide, x, num_samples=3))  # y summed out (or sampled)
+    assert guide.encode(x, torch.arange(B) % 10).shape == (B, 3)
+    assert guide.classifier(x).shape == (B, 10)
+
+
+@pytest.mark.parametrize("name", sorted(guides.cvae.GUIDES))
+def test_cvae_guides_evaluate(name):
+    model = CVAE(784, 4, (16, 16))
+    guide = guides.cvae.make_guide(name, model)
+    y = torch.rand(B, 784)
+    miss = missing_mask(1).expand(B, 784)
+    check(evaluate(model, guide, observe(y, miss), y, miss, num_samples=3, particles="plate"))
+
+
+@pytest.mark.parametrize("attention", [None, 2])
+@pytest.mark.parametrize("name", sorted(guides.draw.GUIDES))
+def test_draw_guides_evaluate(name, attention):
+    model = DRAW(glimpses=3, z_dim=4, hidden=8, write_n=attention and 3)
+    guide = guides.draw.make_guide(name, model, read_n=attention)
+    check(evaluate(model, guide, images(), num_samples=3))
+
+
+@pytest.mark.parametrize("prior", PRIORS)
+@pytest.mark.parametrize("name", sorted(guides.vrnn.GUIDES))
+def test_vrnn_guides_evaluate_with_lengths(name, prior):
+    model = VRNN("strokes", prior, 3, 8)
+    guide = guides.vrnn.make_guide(name, model)
+    x = torch.randn(B, 9, 4)
+    x[..., 2:] = (x[..., 2:] > 0).float()
+    lengths = torch.tensor([9, 3, 5, 1, 9, 2])
+    check(evaluate(model, guide, x, None, lengths=lengths, num_samples=3), exact=prior == "none")
+
+
+@pytest.mark.parametrize("name", sorted(guides.seqvae.GUIDES))
+def test_seqvae_guides_evaluate_and_encode(name):
+    model = SeqVAE(3, 8, 12)
+    guide = guides.seqvae.make_guide(name, model)
+    x = 13.5 + 5 * torch.randn(B, 12, 2)
+    check(evaluate(model, guide, x, num_samples=3, particles="plate"))
+    assert guide.encode(x).shape == (B, 3)
+
+
+def test_unknown_guide_names_the_registered_ones():
+    with pytest.raises(ValueError, match=r"unknown guide 'gauss'; choose one of \['conv', 'delta', 'diag'"):
+        guides.vae.make_guide("gauss", VAE(4, (16,)))
