@@ -1,5 +1,7 @@
 """Every example script runs end to end with --smoke, on real MNIST (a few hundred images)."""
+import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +156,25 @@ def test_cvae_quadrants_under_one_out_are_one_run_each(tmp_path):
 
 def test_cvae_hybrid_weight_at_an_end_is_rejected(tmp_path):
     assert "--guide gsnn" in refused("cvae", "--smoke", "--out", str(tmp_path), "--guide", "hybrid", "--hybrid", "0")
+
+
+def readme_commands():
+    """``(script, flags)`` of every ``python examples/NAME.py ...`` in the README, inline or in a block."""
+    text = (ROOT / "README.md").read_text()
+    found = [c.replace("\n", " ") for c in re.findall(r"`(python examples/[^`]+)`", text)]
+    found += re.findall(r"^(?:.*&& )?(python examples/.+?)(?:\s+#.*)?$", text, flags=re.M)
+    commands = set()
+    for c in found:
+        m = re.match(r"python examples/(\w+)\.py(.*)", c.strip())
+        commands.add((m.group(1), " ".join(m.group(2).split())))
+    return sorted(commands)
+
+
+@pytest.mark.parametrize("script, flags", readme_commands())
+def test_every_readme_command_is_accepted(script, flags):
+    """The README's commands still parse under today's flags (they are not run: they train for hours)."""
+    spec = importlib.util.spec_from_file_location(f"example_{script}", ROOT / "examples" / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parse = getattr(module, "parse_args", None) or (lambda argv: module.parser().parse_args(argv))
+    parse(flags.split())
