@@ -4,7 +4,9 @@
     diag     q(z|x) = N(mu(x), diag sigma(x)^2), MLP encoder           (mean field)
     conv     the same head on a four-layer convolutional encoder
     lowrank  q(z|x) = N(mu(x), W(x) W(x)^T + D(x)), MLP encoder
+    fullcov  q(z|x) = N(mu(x), L(x) L(x)^T), L(x) a full Cholesky factor from the MLP encoder
     iaf      the diag Gaussian followed by inverse autoregressive flows conditioned on the encoder
+    spline   the same, with rational-quadratic spline autoregressive flows (a second flow family)
     delta    q(z|x) = Delta(f(x)), a point estimate; with --beta 0 this is the plain autoencoder
 
 ``make_guide(name, vae)`` builds one for a ``VAE`` (``GUIDES[name](vae, hidden=None)``; ``hidden``:
@@ -16,21 +18,23 @@ import pyro.distributions as dist
 from torch import nn
 
 from guides import build
-from guides.heads import IAF, DiagNormal, LowRankNormal
+from guides.heads import IAF, DiagNormal, Flow, FullCovNormal, LowRankNormal
 from ppl_models.anneal import kl_scale
 from ppl_models.data import check_images
 from ppl_models.nets import ConvEncoder, mlp
 
 
 class EncoderGuide(nn.Module):
-    """An encoder network (x -> features h) followed by a head (h -> q(z | x))."""
+    """An encoder network (x -> features h) followed by a head (h -> q(z | x)).
+    ``x_dim``: the images' width, checked on entry (``None``: any input, e.g. a test's toy model)."""
 
-    def __init__(self, encoder, head):
+    def __init__(self, encoder, head, x_dim=784):
         super().__init__()
-        self.encoder, self.head = encoder, head
+        self.encoder, self.head, self.x_dim = encoder, head, x_dim
 
     def guide(self, x, y=None, beta=1.0):
-        check_images(x)  # the guide runs first: bad data gets the model's clear error here
+        if self.x_dim is not None:
+            check_images(x, self.x_dim)  # the guide runs first: bad data gets the model's clear error here
         pyro.module("vae_guide", self)
         with pyro.plate("data", x.shape[0]):
             with kl_scale(beta):
@@ -48,8 +52,14 @@ class PointHead(nn.Module):
         super().__init__()
         self.loc = nn.Linear(h_dim, z_dim)
 
+    def params(self, h):
+        return (self.loc(h),)
+
+    def family(self, loc):
+        return dist.Delta(loc).to_event(1)
+
     def forward(self, h):
-        return dist.Delta(self.loc(h)).to_event(1)
+        return self.family(*self.params(h))
 
     def code(self, h):
         return self.loc(h)
@@ -78,9 +88,20 @@ def lowrank(vae, hidden=None, rank=4):
     return EncoderGuide(_mlp_encoder(hidden), LowRankNormal(hidden[-1], vae.z_dim, rank))
 
 
+def fullcov(vae, hidden=None):
+    hidden = _sizes(vae, hidden)
+    return EncoderGuide(_mlp_encoder(hidden), FullCovNormal(hidden[-1], vae.z_dim))
+
+
 def iaf(vae, hidden=None, n_flows=2):
     hidden = _sizes(vae, hidden)
     return EncoderGuide(_mlp_encoder(hidden), IAF(hidden[-1], vae.z_dim, n_flows))
+
+
+def spline(vae, hidden=None, n_flows=2, count_bins=8):
+    hidden = _sizes(vae, hidden)
+    return EncoderGuide(_mlp_encoder(hidden), Flow(hidden[-1], vae.z_dim, n_flows, kind="spline",
+                                                   count_bins=count_bins))
 
 
 def delta(vae, hidden=None):
@@ -88,7 +109,8 @@ def delta(vae, hidden=None):
     return EncoderGuide(_mlp_encoder(hidden), PointHead(hidden[-1], vae.z_dim))
 
 
-GUIDES = {"diag": diag, "conv": conv, "lowrank": lowrank, "iaf": iaf, "delta": delta}
+GUIDES = {"diag": diag, "conv": conv, "lowrank": lowrank, "fullcov": fullcov, "iaf": iaf, "spline": spline,
+          "delta": delta}
 
 
 def make_guide(name, vae, hidden=None, **options):
