@@ -21,7 +21,7 @@ from ppl_models.experiment import RESULTS, Parser
 
 FIRST_METRICS = ("test_log_px", "test_elbo", "test_error", "nn_log_px", "eval_samples", "eval_images", "ess_mean",
                  "khat_above_0_7")
-RUN_COLUMNS = ("epochs", "eval_epoch", "train_seconds", "device")
+RUN_COLUMNS = ("epochs", "eval_epoch", "train_seconds", "eval_seconds", "device")
 
 
 def find_results(paths):
@@ -99,7 +99,7 @@ def cell(value, key=""):
     if isinstance(value, tuple):  # (mean, std, n)
         mean, std, _ = value
         return cell(mean, key) if std == 0 else f"{cell(mean, key)} +- {cell(std, key)}"
-    if key == "train_seconds" and isinstance(value, (int, float)):
+    if key in ("train_seconds", "eval_seconds") and isinstance(value, (int, float)):
         return f"{value / 60:.1f} min"
     if isinstance(value, float):
         return f"{value:.2f}" if abs(value) >= 1 else f"{value:.4f}"
@@ -107,7 +107,7 @@ def cell(value, key=""):
 
 
 def markdown(rows, cols):
-    head = [c.replace("settings.", "").replace("train_seconds", "train") for c in cols]
+    head = [c.replace("settings.", "").replace("_seconds", "") for c in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(cell(r.get(c), c) for c in cols) + " |" for r in rows]
     return "\n".join(lines)

@@ -61,7 +61,7 @@ def fixed_noise_elbo(model, guide, x, num_samples=100, seed=0):
         return log_importance_weights(model, guide, x, num_samples=num_samples, particles="plate").mean(0)
 
 
-def refine(model, guide, x, *, max_steps=2000, lr=1e-2, particles=10, check_every=100, tol=1e-3,
+def refine(model, guide, x, *, max_steps=2000, lr=1e-2, particles=10, check_every=100, tol=1e-2,
            select_samples=100, seed=0):
     """Refine ``guide``'s variational parameters for each example of ``x`` by Adam on the ELBO
     (``particles`` reparameterised samples per step), from the encoder's output, until the mean

@@ -24,6 +24,7 @@ SMOKE = {  # script -> extra arguments for its smoke run (each run also gets --s
     "vrnn": ["--no-progress"],
     "benchmark_vrnn": [],
     "seqvae": ["--no-progress"],
+    "guides_lab": ["--model", "vrnn", "--no-progress"],  # every model's lab: tests/test_guides_lab.py
 }
 
 

@@ -1,0 +1,237 @@
+"""Guides lab: what each variational family buys, measured at one equal budget.
+
+    python examples/guides_lab.py --model vae --epochs 20              # every VAE guide, and the gaps
+    python examples/guides_lab.py --model ssvae --epochs 5 --labeled 100   # enumeration against sampling
+    python examples/guides_lab.py --model vrnn --epochs 5              # filtering against smoothing
+    python examples/guides_lab.py --model draw --guides draw noerror --glimpses 16
+
+Trains every registered guide of the model (or ``--guides``) with the model's own example, at the
+same architecture, data, seed and epochs (flags the lab does not know, such as ``--labeled``, go to
+the example), scores each with the shared evaluator, and writes one table (``lab.md``, ``lab.csv``)
+and a figure (``lab.png``) into the lab folder. Each guide's run is an ordinary run folder inside it,
+so an interrupted lab continues where it stopped (finished runs are kept, unfinished ones resumed).
+
+For the VAE family it also decomposes the inference gap (Cremer, Li & Duvenaud 2018) on the first
+``--gap-images`` test images: L[q] (the amortised ELBO), L[q*] (the ELBO after refining each image's
+variational parameters, ``ppl_models.refine``) and log p(x) (IS with q*, S = ``--gap-samples``):
+approximation gap log p(x) - L[q*], amortisation gap L[q*] - L[q]. For the SSVAE it measures what
+enumerating the label buys: the variance of the classifier's gradient on one unlabelled minibatch,
+under the enumerated ELBO and under the score-function (sampled-label) ELBO, at the same parameters.
+For the recurrent models (VRNN, sequence VAE, DRAW) the gaps are not computed: their guides' local
+parameters at each step depend on the sampled past, so the per-sequence optimum is not a member of a
+family with fixed per-example parameters; the table is.
+"""
+import argparse
+import csv
+import importlib
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from ppl_models import compare, experiment, plots  # noqa: E402
+from ppl_models.data import load_mnist  # noqa: E402
+from ppl_models.experiment import nonnegative_int, positive_int  # noqa: E402
+from ppl_models.train import load_checkpoint  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parent
+MODELS = ("vae", "ssvae", "cvae", "vrnn", "seqvae", "draw")
+COLUMNS = ("test_elbo", "test_log_px", "eval_samples", "ess_mean", "khat_above_0_7", "test_error", "valid_error",
+           "nn_log_px", "elbo_amortised", "elbo_refined", "log_px", "approximation_gap", "amortisation_gap", "steps",
+           "refine_seconds", "grad_var_enumerated", "grad_var_sampled", "grad_mean_sq_enumerated",
+           "grad_mean_sq_sampled", "epochs", "train_seconds", "eval_seconds")
+SKIPPED = {"vae": {"delta": "a point mass has no density: nothing to importance-sample (it is the autoencoder)"}}
+
+
+def parse_args(argv=None):
+    p = experiment.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, choices=MODELS)
+    p.add_argument("--guides", nargs="+", help="the guides to compare (default: every registered one)")
+    p.add_argument("--epochs", type=positive_int, default=20, help="the equal budget: epochs per guide")
+    p.add_argument("--eval-samples", type=positive_int, default=1000)
+    p.add_argument("--eval-images", type=positive_int, default=1000)
+    p.add_argument("--gap-images", type=nonnegative_int, default=200, help="test images for the gaps (0: none)")
+    p.add_argument("--gap-samples", type=positive_int, default=5000, help="IS samples for log p(x) in the gaps")
+    p.add_argument("--refine-steps", type=positive_int, default=2000, help="at most this many refinement steps")
+    p.add_argument("--refine-tol", type=experiment.positive_float, default=0.01,
+                   help="refinement stops when -ELBO per image improves by less over 100 steps")
+    p.add_argument("--grad-repeats", type=positive_int, default=50, help="SSVAE: gradients per estimator")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--device", type=experiment.device_name, default="auto")
+    p.add_argument("--threads", type=positive_int, default=None)
+    p.add_argument("--out", default=None, help="lab folder (default: results/guides_lab/<model>-e<epochs>-seed<k>)")
+    p.add_argument("--smoke", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    args, extra = p.parse_known_args(argv)
+    args.extra = extra
+    if args.smoke:
+        args.gap_images, args.gap_samples = min(args.gap_images, 5), min(args.gap_samples, 20)
+        args.refine_steps, args.grad_repeats = min(args.refine_steps, 20), min(args.grad_repeats, 3)
+    return args
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(f"lab_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def registry(model):
+    return importlib.import_module(f"guides.{model}").GUIDES
+
+
+def train_guide(example, args, guide, folder):
+    """One run of the example for ``guide`` in ``folder``: kept if finished, resumed if not."""
+    done = folder / experiment.RESULTS
+    if done.exists() and json.loads(done.read_text())["epochs"] >= args.epochs and not args.smoke:
+        print(f"--- {guide}: kept ({done})")
+        return
+    flags = ["--guide", guide, "--out", str(folder), "--epochs", str(args.epochs), "--seed", str(args.seed),
+             "--eval-samples", str(args.eval_samples), "--eval-images", str(args.eval_images), "--device", args.device,
+             *(["--threads", str(args.threads)] if args.threads else []), *(["--smoke"] if args.smoke else []),
+             *(["--no-progress"] if args.no_progress else []), *args.extra]
+    if (folder / "checkpoint.pt").exists() or any(folder.glob("*/checkpoint.pt")):
+        flags.append("--resume")
+    print(f"--- {guide}: {' '.join(flags)}")
+    example.main(example.parse_args(flags))
+
+
+def vae_gaps(args, folder, device, x):
+    """The inference gaps of the VAE run in ``folder`` on the images ``x`` (kept in gaps.json, and
+    taken from there when the run, the images and S are the same)."""
+    path = folder / "gaps.json"
+    if path.exists():
+        kept = json.loads(path.read_text())
+        if (kept.get("images"), kept.get("is_samples"), kept.get("run_mtime")) == \
+                (len(x), args.gap_samples, (folder / experiment.RESULTS).stat().st_mtime):
+            print(f"    gaps of {folder.name}: kept ({path})")
+            return kept
+    from guides.vae import make_guide
+    from ppl_models.refine import inference_gaps
+    from ppl_models.vae import VAE
+    s = json.loads((folder / experiment.RESULTS).read_text())["settings"]
+    model = VAE(s["z_dim"], tuple(s["hidden"]), s["decoder"], s["likelihood"], s["sigma"]).to(device)
+    guide = make_guide(s["guide"], model).to(device)
+    best = folder / "best.pt" if (folder / "best.pt").exists() else folder / "checkpoint.pt"
+    load_checkpoint(best, model, guide, settings=s)
+    torch.manual_seed(args.seed)
+    gaps = inference_gaps(model, guide, x, elbo_samples=min(1000, args.gap_samples), is_samples=args.gap_samples,
+                          max_steps=args.refine_steps, tol=args.refine_tol)
+    gaps["run_mtime"] = (folder / experiment.RESULTS).stat().st_mtime
+    path.write_text(json.dumps(gaps, indent=1))
+    print(f"    gaps on {len(x)} test images: log p(x) {gaps['log_px']:.2f}, L[q*] {gaps['elbo_refined']:.2f}, "
+          f"L[q] {gaps['elbo_amortised']:.2f}: approximation {gaps['approximation_gap']:.2f}, amortisation "
+          f"{gaps['amortisation_gap']:.2f} nats ({gaps['steps']} steps, {gaps['refine_seconds']:.0f} s)")
+    return gaps
+
+
+def classifier_gradient_variance(folder, device, x, repeats, seed):
+    """Variance of q(y|x)'s gradient on the unlabelled batch ``x``, enumerated against sampled y, at the
+    parameters of the SSVAE run in ``folder`` (its guide must be an MLP one: mlp or sample)."""
+    from pyro.infer import TraceEnum_ELBO, TraceGraph_ELBO
+
+    from guides.ssvae import make_guide
+    from ppl_models.ssvae import SSVAE
+    s = json.loads((folder / experiment.RESULTS).read_text())["settings"]
+    model = SSVAE(s["z_dim"], (s["hidden"],)).to(device)
+    guide = make_guide(s["guide"], model).to(device)
+    load_checkpoint(folder / "best.pt", model, guide, settings=s)
+    model.eval(), guide.eval()
+    params = [p for n, p in guide.named_parameters() if n.startswith(("features_y", "classify_head"))]
+    out = {}
+    torch.manual_seed(seed)
+    for name, elbo, enumerate_y in (("enumerated", TraceEnum_ELBO(max_plate_nesting=1), True),
+                                    ("sampled", TraceGraph_ELBO(), False)):
+        guide.enumerate_y = enumerate_y
+        grads = []
+        for _ in range(repeats):
+            for p in [*model.parameters(), *guide.parameters()]:
+                p.grad = None
+            elbo.loss_and_grads(model.model, guide.guide, x)  # the estimator training uses
+            grads.append(torch.cat([p.grad.reshape(-1) for p in params]))
+        g = torch.stack(grads)
+        out[f"grad_var_{name}"] = float(g.var(0).sum())
+        out[f"grad_mean_sq_{name}"] = float(g.mean(0).pow(2).sum())
+    return out
+
+
+def figure(rows, model, path):
+    labels = [Path(r["run"]).name for r in rows]
+    if model == "vae" and all("approximation_gap" in r for r in rows):
+        fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2, 3.8))
+        approx = [r["approximation_gap"] for r in rows]
+        amort = [r["amortisation_gap"] for r in rows]
+        ax.bar(labels, approx, label="approximation gap  log p(x) - L[q*]")
+        ax.bar(labels, amort, bottom=approx, label="amortisation gap  L[q*] - L[q]")
+        ax.set_ylabel("nats per image"), ax.legend(fontsize=8)
+        ax.set_title("inference gap log p(x) - L[q], by guide")
+    else:
+        fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2, 3.5))
+        ax.bar(labels, [r.get("test_log_px", 0.0) for r in rows], label="test log p(x) (IS)")
+        ax.bar(labels, [r.get("test_elbo", 0.0) for r in rows], alpha=0.6, label="test ELBO")
+        low = min(min(r.get("test_elbo", 0.0) for r in rows), min(r.get("test_log_px", 0.0) for r in rows))
+        ax.set_ylim(low - 5, max(r.get("test_log_px", 0.0) for r in rows) + 2)
+        ax.set_ylabel("nats per example"), ax.legend(fontsize=8), ax.set_title(f"{model}: guides at one budget")
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right", fontsize=8)
+    fig.tight_layout()
+    plots.save_figure(fig, path)
+
+
+def main(args):
+    names = args.guides or [g for g in registry(args.model) if g not in SKIPPED.get(args.model, {})]
+    unknown = [g for g in names if g not in registry(args.model)]
+    if unknown:
+        raise experiment.Refused(f"--guides: unknown {unknown}; {args.model} has {sorted(registry(args.model))}")
+    root = Path(args.out or Path("results") / "guides_lab" /
+                f"{args.model}-e{args.epochs}-seed{args.seed}{'-smoke' if args.smoke else ''}")
+    device = experiment.device_of(args)
+    example = load_example(args.model)
+    for guide in names:
+        try:
+            train_guide(example, args, guide, root / guide)
+        except SystemExit as e:  # an example's refusal (exit 2) is reported, the others go on
+            print(f"--- {guide}: failed ({e})", file=sys.stderr)
+    for guide, why in SKIPPED.get(args.model, {}).items():
+        if guide not in names:
+            print(f"--- {guide}: not in the lab ({why})")
+    rows = [r for g in names for r in compare.load_rows(compare.find_results([root / g]))]
+    if not rows:
+        raise experiment.Refused(f"no guide of {args.model} finished; nothing to tabulate")
+    if args.model == "vae" and args.gap_images:
+        _, _, test = load_mnist("mnist", device, "dynamic")
+        x = test.x[:args.gap_images]
+        for row in rows:
+            row.update(vae_gaps(args, Path(row["run"]), device, x))
+    if args.model == "ssvae":
+        _, valid, _ = load_mnist("mnist", device, "dynamic")
+        x = valid.x[:100]
+        for row in rows:
+            if row["settings.guide"] in ("mlp", "sample"):
+                t0 = time.time()
+                row.update(classifier_gradient_variance(Path(row["run"]), device, x, args.grad_repeats, args.seed))
+                print(f"    {row['settings.guide']}: classifier gradient variance, enumerated "
+                      f"{row['grad_var_enumerated']:.4g}, sampled {row['grad_var_sampled']:.4g} "
+                      f"({args.grad_repeats} gradients each, {time.time() - t0:.0f} s)")
+    cols = [c for c in compare.columns(rows, always=("guide",)) if c.startswith("settings.")]
+    cols += [c for c in COLUMNS if any(c in r for r in rows)]
+    table = compare.markdown(rows, cols)
+    (root / "lab.md").write_text(table + "\n")
+    with open(root / "lab.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([c.replace("settings.", "") for c in cols])
+        w.writerows([[r.get(c) for c in cols] for r in rows])
+    figure(rows, args.model, root / "lab.png")
+    print(f"\n{table}\n\nlab table, CSV and figure in {root}/")
+    return rows
+
+
+if __name__ == "__main__":
+    experiment.cli(main, parse_args)
