@@ -62,11 +62,12 @@ def parse_args(argv=None):
     p.add_argument("--refine-steps", type=positive_int, default=2000, help="at most this many refinement steps")
     p.add_argument("--refine-tol", type=experiment.positive_float, default=0.01,
                    help="refinement stops when -ELBO per image improves by less over 100 steps")
-    p.add_argument("--grad-repeats", type=positive_int, default=50, help="SSVAE: gradients per estimator")
+    p.add_argument("--grad-repeats", type=experiment.ranged(int, lambda v: v >= 2, "an integer >= 2"), default=50,
+                   help="SSVAE: gradients per estimator")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--device", type=experiment.device_name, default="auto")
     p.add_argument("--threads", type=positive_int, default=None)
-    p.add_argument("--out", default=None, help="lab folder (default: results/guides_lab/<model>-e<epochs>-seed<k>)")
+    p.add_argument("--out", default=None, help="lab folder (default: results/guides_lab/<model>-<the lab's flags>)")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     args, extra = p.parse_known_args(argv)
@@ -88,10 +89,20 @@ def registry(model):
     return importlib.import_module(f"guides.{model}").GUIDES
 
 
+def lab_folder(args):
+    """``results/guides_lab/<model>-e<epochs>-S<S>-n<images>-seed<k>[-<the example's flags>]``: a lab
+    with other flags never shares a folder (so a finished run found in it is this lab's)."""
+    extra = "".join(a.strip("-") if a.startswith("-") else f"{a}-" for a in args.extra).strip("-")
+    name = f"{args.model}-e{args.epochs}-S{args.eval_samples}-n{args.eval_images}-seed{args.seed}"
+    return Path("results") / "guides_lab" / (name + (f"-{extra}" if extra else "") + ("-smoke" if args.smoke else ""))
+
+
 def train_guide(example, args, guide, folder):
-    """One run of the example for ``guide`` in ``folder``: kept if finished, resumed if not."""
+    """One run of the example for ``guide`` in ``folder``: kept if finished in the lab's own folder,
+    resumed otherwise (the example refuses a run made with other settings)."""
     done = folder / experiment.RESULTS
-    if done.exists() and json.loads(done.read_text())["epochs"] >= args.epochs and not args.smoke:
+    if (done.exists() and json.loads(done.read_text())["epochs"] >= args.epochs and not args.smoke
+            and not args.out):
         print(f"--- {guide}: kept ({done})")
         return
     flags = ["--guide", guide, "--out", str(folder), "--epochs", str(args.epochs), "--seed", str(args.seed),
@@ -104,9 +115,11 @@ def train_guide(example, args, guide, folder):
     example.main(example.parse_args(flags))
 
 
-def vae_gaps(args, folder, device, x):
-    """The inference gaps of the VAE run in ``folder`` on the images ``x`` (kept in gaps.json, and
-    taken from there when the run, the images and S are the same)."""
+def vae_gaps(args, folder, device):
+    """The inference gaps of the VAE run in ``folder`` on the first ``--gap-images`` test images, drawn
+    as the run's own data (kept in gaps.json, and taken from there for the same run, images and S)."""
+    s = json.loads((folder / experiment.RESULTS).read_text())["settings"]
+    x = load_mnist(s["dataset"], device, s["binarize"])[2].x[:args.gap_images]
     path = folder / "gaps.json"
     if path.exists():
         kept = json.loads(path.read_text())
@@ -117,7 +130,6 @@ def vae_gaps(args, folder, device, x):
     from guides.vae import make_guide
     from ppl_models.refine import inference_gaps
     from ppl_models.vae import VAE
-    s = json.loads((folder / experiment.RESULTS).read_text())["settings"]
     model = VAE(s["z_dim"], tuple(s["hidden"]), s["decoder"], s["likelihood"], s["sigma"]).to(device)
     guide = make_guide(s["guide"], model).to(device)
     best = folder / "best.pt" if (folder / "best.pt").exists() else folder / "checkpoint.pt"
@@ -190,26 +202,27 @@ def main(args):
     unknown = [g for g in names if g not in registry(args.model)]
     if unknown:
         raise experiment.Refused(f"--guides: unknown {unknown}; {args.model} has {sorted(registry(args.model))}")
-    root = Path(args.out or Path("results") / "guides_lab" /
-                f"{args.model}-e{args.epochs}-seed{args.seed}{'-smoke' if args.smoke else ''}")
+    root = Path(args.out) if args.out else lab_folder(args)
     device = experiment.device_of(args)
     example = load_example(args.model)
+    failed = {}
     for guide in names:
         try:
             train_guide(example, args, guide, root / guide)
-        except SystemExit as e:  # an example's refusal (exit 2) is reported, the others go on
-            print(f"--- {guide}: failed ({e})", file=sys.stderr)
+        except (SystemExit, Exception) as e:  # a guide that fails is reported; the others go on
+            failed[guide] = f"{type(e).__name__}: {e}"
+            print(f"--- {guide}: failed ({failed[guide]})", file=sys.stderr)
     for guide, why in SKIPPED.get(args.model, {}).items():
         if guide not in names:
             print(f"--- {guide}: not in the lab ({why})")
-    rows = [r for g in names for r in compare.load_rows(compare.find_results([root / g]))]
+    rows = [r for g in names if g not in failed and (root / g).is_dir()
+            for r in compare.load_rows(compare.find_results([root / g]))]
     if not rows:
         raise experiment.Refused(f"no guide of {args.model} finished; nothing to tabulate")
     if args.model == "vae" and args.gap_images:
-        _, _, test = load_mnist("mnist", device, "dynamic")
-        x = test.x[:args.gap_images]
         for row in rows:
-            row.update(vae_gaps(args, Path(row["run"]), device, x))
+            if "test_log_px" in row:  # a guide with a density (not the point mass)
+                row.update(vae_gaps(args, Path(row["run"]), device))
     if args.model == "ssvae":
         _, valid, _ = load_mnist("mnist", device, "dynamic")
         x = valid.x[:100]
@@ -230,6 +243,8 @@ def main(args):
         w.writerows([[r.get(c) for c in cols] for r in rows])
     figure(rows, args.model, root / "lab.png")
     print(f"\n{table}\n\nlab table, CSV and figure in {root}/")
+    for guide, why in failed.items():
+        print(f"not in the table: {guide} ({why})")
     return rows
 
 

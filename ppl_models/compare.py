@@ -115,10 +115,10 @@ def markdown(rows, cols):
 
 def sort_rows(rows, key, descending=False):
     """Rows by ``key`` (a (mean, std, n) by its mean); rows without the column last either way."""
-    def value(row):
+    def value(row):  # numbers before text, so that mixed columns still sort
         v = row.get(key)
         v = v[0] if isinstance(v, tuple) else v
-        return v if isinstance(v, (int, float)) else str(v)
+        return (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))
     present = sorted((r for r in rows if r.get(key) is not None), key=value, reverse=descending)
     return present + [r for r in rows if r.get(key) is None]
 

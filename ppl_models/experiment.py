@@ -50,14 +50,14 @@ import torch
 
 from ppl_models.data import DataError
 from ppl_models.evaluate import evaluate
-from ppl_models.train import BEST, CHECKPOINT, SettingsMismatch, TrainingDiverged, fit, load_checkpoint, \
-    read_checkpoint, resolve_device
+from ppl_models.train import BEST, CHECKPOINT, CorruptCheckpoint, SettingsMismatch, TrainingDiverged, fit, \
+    load_checkpoint, read_checkpoint, resolve_device
 
 RESULTS, RESULTS_SCHEMA = "results.json", 1
 # Flags that may differ between a run and its resume or re-evaluation: where the run lives, how it
 # is watched, how long it trains, how it is scored, the learning-rate schedule.
 FREE = {"out", "resume", "overwrite", "eval_only", "no_progress", "threads", "device", "epochs",
-        "eval_samples", "eval_images", "lr", "lr_steps", "lr_decay", "patience", "valid_every"}
+        "eval_samples", "eval_images", "lr", "lr_steps", "lr_decay", "patience", "valid_every", "seeds"}
 SMOKE = {"epochs": 1, "eval_samples": 8, "eval_images": 20}
 
 
@@ -67,7 +67,7 @@ class Refused(ValueError):
 
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``prog: error: argument --batch-size: must be ...``, exit 2).
-    Under ``--smoke`` the flags of ``SMOKE`` left at their defaults take the smoke sizes."""
+    Under ``--smoke`` the flags of ``SMOKE`` that the command does not give take the smoke sizes."""
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -75,8 +75,9 @@ class Parser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         ns, rest = super().parse_known_args(args, namespace)
         if getattr(ns, "smoke", False):
+            given = {a.split("=")[0] for a in (sys.argv[1:] if args is None else args) if a.startswith("--")}
             for k, v in SMOKE.items():
-                if hasattr(ns, k) and getattr(ns, k) == self.get_default(k):
+                if hasattr(ns, k) and "--" + k.replace("_", "-") not in given:
                     setattr(ns, k, v)
         return ns, rest
 
@@ -134,9 +135,16 @@ def parser(doc, *, epochs, batch_size=100, lr=1e-3, eval_samples=None, eval_imag
     return p
 
 
-def settings_of(args):
-    """The settings a checkpoint must match: every flag except the ``FREE`` ones, as JSON values."""
-    return json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in FREE}))
+def settings_of(args, free=()):
+    """The settings a checkpoint must match: every flag except the ``FREE`` ones (and ``free``), as
+    JSON values."""
+    return json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in FREE | set(free)}))
+
+
+def held_checkpoint(out):
+    """The checkpoint of a run held in ``out`` (its own, or a sub-run's), or ``None``."""
+    found = sorted(Path(out).glob(CHECKPOINT)) + sorted(Path(out).glob(f"*/{CHECKPOINT}"))
+    return found[0] if found else None
 
 
 def run_name(args, template):
@@ -157,20 +165,23 @@ def device_of(args):
     return device
 
 
-def start(args, example, template, out=None):
+def start(args, example, template, out=None, free=()):
     """Set up one run: threads, device, seed, its folder. Returns ``run`` (``run.out``, ``run.device``,
     ``run.settings``, ``run.args``, ``run.example``). ``template`` names the default folder from the
-    settings, e.g. ``"{guide}-z{z_dim}"``; ``out`` overrides ``--out`` (a sub-run of one command)."""
+    settings, e.g. ``"{guide}-z{z_dim}"``; ``out`` overrides ``--out`` (a sub-run of one command);
+    ``free`` names the example's own flags that may change on a resume (e.g. a training length)."""
     if args.resume and args.eval_only:
         raise Refused("--resume and --eval-only exclude each other: --resume trains on, --eval-only only scores")
     device = device_of(args)
     name = run_name(args, template)
     out = Path(out or args.out or Path("results") / example / name)
-    settings = settings_of(args)
-    ckpt = out / CHECKPOINT
-    if args.eval_only and not ckpt.exists():
+    if out.exists() and not out.is_dir():
+        raise Refused(f"--out {out} is a file, not a folder")
+    settings = settings_of(args, free)
+    ckpt = held_checkpoint(out)
+    if args.eval_only and ckpt is None:
         raise Refused(f"--eval-only: no run in {out} (no {CHECKPOINT}); train it first")
-    if ckpt.exists() and not (args.resume or args.eval_only or args.overwrite):
+    if ckpt is not None and not (args.resume or args.eval_only or args.overwrite):
         saved = read_checkpoint(ckpt)
         same = saved.get("settings") == settings
         raise Refused(f"{out} already holds a run ({'same' if same else 'other'} settings, epoch {saved['epoch']}): "
@@ -249,22 +260,25 @@ def hardware(device):
 
 def finish(run, metrics, history=None, eval_epoch=None, out=None, **extra):
     """Write ``results.json`` (the schema above) into the run folder and return it as a dict.
-    A figure scored before, at another training length, is kept under ``earlier_test_scores``."""
+    Figures this run had before (scored at another training length, or with another S or number of
+    examples) are kept under ``earlier_test_scores``."""
     out = Path(out or run.out)
     out.mkdir(parents=True, exist_ok=True)
     history = history or []
     metrics = dict(metrics)
     eval_seconds = metrics.pop("eval_seconds", None)
     earlier = []
-    if (out / RESULTS).exists():
+    continued = run.args.resume or run.args.eval_only  # the same run again (a fresh one replaces it)
+    if continued and (out / RESULTS).exists():
         try:
             old = json.loads((out / RESULTS).read_text())
-            earlier = old.get("earlier_test_scores", [])
-            if old.get("epochs") != len(history):
-                earlier.append({"epochs": old.get("epochs"), "eval_epoch": old.get("eval_epoch"),
-                                "metrics": old.get("metrics")})
         except (OSError, ValueError):
-            pass
+            old = {}
+        if old.get("settings") == run.settings:
+            earlier = old.get("earlier_test_scores", [])
+            if old.get("metrics") != metrics or old.get("epochs") != len(history):
+                earlier.append({"epochs": old.get("epochs"), "eval_epoch": old.get("eval_epoch"),
+                                "eval_only": old.get("eval_only"), "metrics": old.get("metrics")})
     results = {"schema": RESULTS_SCHEMA, "example": run.example, "run": out.name, "settings": run.settings,
                "device": str(run.device), "hardware": hardware(run.device),
                "versions": {"python": platform.python_version(), "torch": torch.__version__,
@@ -286,11 +300,13 @@ def cli(main, parse_args, argv=None):
     args = parse_args(argv)
     try:
         return main(args)
-    except (Refused, SettingsMismatch, DataError, TrainingDiverged, FileNotFoundError, ValueError) as e:
+    except (Refused, SettingsMismatch, DataError, TrainingDiverged, CorruptCheckpoint, OSError, ValueError) as e:
         if os.environ.get("PPL_MODELS_TRACEBACK"):
             raise
         code = 2 if isinstance(e, (Refused, SettingsMismatch)) else 1
-        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        hint = "" if isinstance(e, (Refused, SettingsMismatch, DataError, TrainingDiverged, CorruptCheckpoint)) \
+            else " (PPL_MODELS_TRACEBACK=1 shows where)"
+        print(f"{Path(sys.argv[0]).name}: error: {' '.join(str(e).split())}{hint}", file=sys.stderr)
         sys.exit(code)
     except KeyboardInterrupt:
         print("\ninterrupted; --resume continues from the last saved epoch", file=sys.stderr)

@@ -37,6 +37,10 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+class CorruptCheckpoint(RuntimeError):
+    """A checkpoint file that cannot be read."""
+
+
 class SettingsMismatch(ValueError):
     """A checkpoint was written by a run with other settings than the ones asked for."""
 
@@ -126,7 +130,7 @@ def read_checkpoint(path):
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
-        raise RuntimeError(f"checkpoint {path} could not be read ({e}); it is corrupt") from e
+        raise CorruptCheckpoint(f"checkpoint {path} could not be read ({e}); it is corrupt") from e
 
 
 def load_checkpoint(path, model, guide, optimizer=None, settings=None):

@@ -59,6 +59,7 @@ def test_eval_only_scores_a_run_again_without_training(tmp_path):
     again = results(out)
     assert again["eval_only"] and again["metrics"]["eval_samples"] == 3 and again["metrics"]["eval_images"] == 7
     assert again["epochs"] == first["epochs"] and again["eval_epoch"] == first["eval_epoch"]
+    assert again["earlier_test_scores"][-1]["metrics"] == first["metrics"]  # the first figure is kept
     assert (out / "checkpoint.pt").read_bytes() == ckpt  # nothing trained, nothing written
     err = run("vae", "--out", str(tmp_path / "none"), "--eval-only", cwd=tmp_path, ok=False).stderr
     assert "--eval-only: no run in" in err
@@ -123,3 +124,26 @@ def test_a_run_repeats_exactly_under_its_seed(script, extra, tmp_path):
     for name in ("a", "b"):
         run(script, "--out", str(tmp_path / name), "--threads", "1", *extra, cwd=tmp_path)
     assert results(tmp_path / "a")["metrics"] == results(tmp_path / "b")["metrics"]
+
+
+def test_a_run_held_in_subfolders_is_refused_and_rescored(tmp_path):
+    out = tmp_path / "ae"
+    run("ae_vs_vae", "--out", str(out), cwd=tmp_path)
+    assert "already holds a run" in run("ae_vs_vae", "--out", str(out), cwd=tmp_path, ok=False).stderr
+    run("ae_vs_vae", "--out", str(out), "--eval-only", cwd=tmp_path)
+    assert results(out)["eval_only"]
+
+
+def test_a_corrupt_checkpoint_or_a_file_as_out_is_one_line(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"half a file")
+    err = run("vae", "--out", str(tmp_path / "run"), "--resume", cwd=tmp_path, ok=False).stderr
+    assert "corrupt" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "file").write_text("x")
+    err = run("vae", "--out", str(tmp_path / "file"), cwd=tmp_path, ok=False).stderr
+    assert "is a file, not a folder" in err
+
+
+def test_compare_sorts_a_column_of_mixed_types():
+    rows = [{"run": "a", "settings.hidden": "500,500"}, {"run": "b", "settings.hidden": 500}, {"run": "c"}]
+    assert [r["run"] for r in compare.sort_rows(rows, "settings.hidden")] == ["b", "a", "c"]
