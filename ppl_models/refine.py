@@ -61,12 +61,14 @@ def fixed_noise_elbo(model, guide, x, num_samples=100, seed=0):
         return log_importance_weights(model, guide, x, num_samples=num_samples, particles="plate").mean(0)
 
 
-def refine(model, guide, x, *, max_steps=2000, lr=1e-2, particles=10, check_every=100, tol=1e-2,
+def refine(model, guide, x, *, max_steps=5000, lr=1e-2, particles=10, check_every=100, tol=1e-2, patience=3,
            select_samples=100, seed=0):
     """Refine ``guide``'s variational parameters for each example of ``x`` by Adam on the ELBO
-    (``particles`` reparameterised samples per step), from the encoder's output, until the mean
-    -ELBO per example improves by less than ``tol`` nats over ``check_every`` steps (or
-    ``max_steps``). Per example, the refined parameters replace the amortised ones only where their
+    (``particles`` reparameterised samples per step), from the encoder's output. Every ``check_every``
+    steps the mean -ELBO per example is checked: after ``patience`` checks in a row without an
+    improvement of ``tol`` nats on its best, the learning rate drops tenfold (the noise of the
+    stochastic gradient then settles closer to the optimum); after the third such plateau, or
+    ``max_steps``, it stops. Per example, the refined parameters replace the amortised ones only where their
     ELBO on one fixed noise (``select_samples`` particles) is at least as high, so refinement never
     lowers that estimate. Returns ``(RefinedGuide, info)`` with ``info``: ``steps``, ``seconds``,
     ``curve`` (mean -ELBO per example every ``check_every`` steps), ``improved`` (share of examples)."""
@@ -78,7 +80,7 @@ def refine(model, guide, x, *, max_steps=2000, lr=1e-2, particles=10, check_ever
     refined = RefinedGuide(guide.head, params)
     elbo = Trace_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
     optimizer = torch.optim.Adam(params, lr=lr)
-    curve, window, step = [], 0.0, 0
+    curve, window, step, best, stale, drops = [], 0.0, 0, float("inf"), 0, 0
     with pyro.validation_enabled(False):
         for step in range(1, max_steps + 1):
             loss = elbo.differentiable_loss(model.model, refined.guide, x)
@@ -89,8 +91,14 @@ def refine(model, guide, x, *, max_steps=2000, lr=1e-2, particles=10, check_ever
             if step % check_every == 0:
                 curve.append(float(window) / check_every / len(x))  # one sync per check, not per step
                 window = 0.0
-                if len(curve) > 1 and curve[-2] - curve[-1] < tol:
-                    break
+                stale = 0 if curve[-1] < best - tol else stale + 1
+                best = min(best, curve[-1])
+                if stale >= patience:
+                    drops, stale = drops + 1, 0
+                    if drops == 3:
+                        break
+                    for group in optimizer.param_groups:
+                        group["lr"] /= 10
         with torch.no_grad():
             amortised = fixed_noise_elbo(model, RefinedGuide(guide.head, start), x, select_samples, seed)
             better = fixed_noise_elbo(model, refined, x, select_samples, seed) >= amortised
