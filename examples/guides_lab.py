@@ -22,7 +22,6 @@ parameters at each step depend on the sampled past, so the per-sequence optimum 
 family with fixed per-example parameters; the table is.
 """
 import argparse
-import csv
 import importlib
 import importlib.util
 import json
@@ -237,10 +236,7 @@ def main(args):
     cols += [c for c in COLUMNS if any(c in r for r in rows)]
     table = compare.markdown(rows, cols)
     (root / "lab.md").write_text(table + "\n")
-    with open(root / "lab.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow([c.replace("settings.", "") for c in cols])
-        w.writerows([[r.get(c) for c in cols] for r in rows])
+    compare.write_csv(rows, cols, root / "lab.csv")
     figure(rows, args.model, root / "lab.png")
     print(f"\n{table}\n\nlab table, CSV and figure in {root}/")
     for guide, why in failed.items():

@@ -113,6 +113,15 @@ def markdown(rows, cols):
     return "\n".join(lines)
 
 
+def write_csv(rows, cols, path):
+    """The table as CSV: raw numbers, and ``mean +- std`` for merged rows."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([c.replace("settings.", "") for c in cols])
+        for r in rows:
+            w.writerow([cell(r.get(c), c) if isinstance(r.get(c), tuple) else r.get(c) for c in cols])
+
+
 def sort_rows(rows, key, descending=False):
     """Rows by ``key`` (a (mean, std, n) by its mean); rows without the column last either way."""
     def value(row):  # numbers before text, so that mixed columns still sort
@@ -151,11 +160,7 @@ def main(args):
     table = markdown(rows, cols)
     print(table)
     if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow([c.replace("settings.", "") for c in cols])
-            for r in rows:
-                w.writerow([cell(r.get(c), c) if isinstance(r.get(c), tuple) else r.get(c) for c in cols])
+        write_csv(rows, cols, args.csv)
         print(f"\nwrote {args.csv}")
     return rows, cols
 

@@ -50,8 +50,8 @@ import torch
 
 from ppl_models.data import DataError
 from ppl_models.evaluate import evaluate
-from ppl_models.train import BEST, CHECKPOINT, CorruptCheckpoint, SettingsMismatch, TrainingDiverged, fit, \
-    load_checkpoint, read_checkpoint, resolve_device
+from ppl_models.train import BEST, CHECKPOINT, CorruptCheckpoint, SettingsMismatch, TrainingDiverged, \
+    check_settings, fit, load_checkpoint, read_checkpoint, resolve_device
 
 RESULTS, RESULTS_SCHEMA = "results.json", 1
 # Flags that may differ between a run and its resume or re-evaluation: where the run lives, how it
@@ -200,8 +200,7 @@ def train(run, model, guide, loss, batches, *, out=None, **kwargs):
     a = run.args
     if a.eval_only:
         ckpt = read_checkpoint(out / CHECKPOINT)
-        if ckpt.get("settings") != run.settings:
-            load_checkpoint(out / CHECKPOINT, model, guide, settings=run.settings)  # raises, naming them
+        check_settings(ckpt, run.settings, out / CHECKPOINT)
         return ckpt["history"]
     kwargs.setdefault("lr", a.lr)
     kwargs.setdefault("epochs", a.epochs)
