@@ -30,7 +30,7 @@ def hand_vrnn_loss(model, guide, x, eps=None):
     """-ELBO of a batch of rows ``[B, T, 28]``, summed, with the filtering guide's networks."""
     batch, steps = x.shape[:2]
     label = x.new_zeros(batch, 0)
-    state = model.initial_state(batch, x)
+    state = model.initial_state(label)
     fx_all = model.phi_x(x)  # batched over the steps, as in the model and the guide
     log_w = 0.0
     for t in range(steps):
@@ -48,7 +48,7 @@ def hand_vrnn_loss(model, guide, x, eps=None):
         logits = model.emit_net(torch.cat([fz, h, label], -1))
         log_px = -binary_cross_entropy_with_logits(logits, x[:, t], reduction="none").sum(-1)
         log_w = log_w + log_px + log_pz - log_qz
-        state = model.rnn(torch.cat([fx, fz], -1), state)
+        state = model.recur(fx, fz, label, state)
     return -log_w.sum()
 
 

@@ -28,7 +28,7 @@ from pyro.infer import Trace_ELBO  # noqa: E402
 from torch.nn.functional import one_hot  # noqa: E402
 
 from guides.cvae import GUIDES, GSNNGuide, make_guide  # noqa: E402
-from ppl_models import experiment, plots  # noqa: E402
+from ppl_models import experiment, fidelity, plots  # noqa: E402
 from ppl_models.cvae import CVAE, Baseline, Hybrid, missing_mask, observe  # noqa: E402
 from ppl_models.data import Batches, load_mnist  # noqa: E402
 from ppl_models.evaluate import evaluate  # noqa: E402
@@ -137,9 +137,11 @@ def run_setting(args, data):
         metrics["nn_log_px"] = evaluate(baseline, baseline, x[:n], y[:n], miss[:n], num_samples=1)["log_px_mean"]
         print(f"baseline NN: test log p(y | x) {metrics['nn_log_px']:.2f} nats (exact)")
         completion_figure(test, missing, baseline, cvae, run.out / "completions.png")
-    else:
-        label_figure(cvae, run.out / "samples_per_class.png")
-    return experiment.finish(run, metrics, history, eval_epoch)
+        return experiment.finish(run, metrics, history, eval_epoch)
+    label_figure(cvae, run.out / "samples_per_class.png")
+    judged, details = fidelity.judge(run, lambda digits: cvae.predict(one_hot(digits, 10).float())[0],
+                                     conditional=True)
+    return experiment.finish(run, {**metrics, **judged}, history, eval_epoch, samples_judged=details)
 
 
 def main(args):

@@ -19,7 +19,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from pyro.infer import Trace_ELBO  # noqa: E402
 
 from guides.draw import GUIDES, make_guide  # noqa: E402
-from ppl_models import experiment, plots  # noqa: E402
+from ppl_models import experiment, fidelity, plots  # noqa: E402
 from ppl_models.data import Batches, Minibatches, fresh_binarisation, load_mnist  # noqa: E402
 from ppl_models.draw import DRAW  # noqa: E402
 from ppl_models.evaluate import evaluate  # noqa: E402
@@ -67,7 +67,11 @@ def main(args):
     eval_epoch = experiment.load_best(run, model, guide)
     metrics = experiment.score(run, model, guide, test.x, labels(test))
     figures(model, run.out, run.device, args)
-    return experiment.finish(run, metrics, history, eval_epoch)
+    def generate(y):  # the final canvas sigmoid(c_T)
+        return model.generate(len(y), y if n_classes else None, run.device)[0][-1]
+
+    judged, details = fidelity.judge(run, generate, conditional=bool(n_classes))
+    return experiment.finish(run, {**metrics, **judged}, history, eval_epoch, samples_judged=details)
 
 
 def sequence_figure(frames, windows, path, write_n=5, n_show=10, steps=8):

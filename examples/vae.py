@@ -14,7 +14,7 @@ import torch  # noqa: E402
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO  # noqa: E402
 
 from guides.vae import GUIDES, make_guide  # noqa: E402
-from ppl_models import experiment, plots  # noqa: E402
+from ppl_models import experiment, fidelity, plots  # noqa: E402
 from ppl_models.data import BINARIZE_MODES, Minibatches, load_mnist  # noqa: E402
 from ppl_models.evaluate import evaluate  # noqa: E402
 from ppl_models.experiment import nonnegative_float, positive_float, positive_int  # noqa: E402
@@ -88,7 +88,12 @@ def main(args):
     if has_density:
         metrics = experiment.score(run, model, guide, test.x, particles="plate")
     figures(model, guide, test, run.out, args)
-    return experiment.finish(run, metrics, history, eval_epoch)
+    details = None
+    if args.dataset == "mnist":  # the digit classifier reads what the samples look like
+        judged, details = fidelity.judge(run, lambda y: model.decode(model.prior(test.x).sample((len(y),))),
+                                         conditional=False)
+        metrics.update(judged)
+    return experiment.finish(run, metrics, history, eval_epoch, samples_judged=details)
 
 
 def figures(model, guide, test, out, args):

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from pyro.infer import Trace_ELBO  # noqa: E402
 
 from guides.vrnn import GUIDES, make_guide  # noqa: E402
-from ppl_models import experiment, plots  # noqa: E402
+from ppl_models import experiment, fidelity, plots  # noqa: E402
 from ppl_models.data import N_TRAIN, TEST_DRAW_SEED, VALID_DRAW_SEED, Batches, load_mnist  # noqa: E402
 from ppl_models.evaluate import evaluate  # noqa: E402
 from ppl_models.experiment import nonnegative_int, positive_int  # noqa: E402
@@ -118,7 +118,33 @@ def main(args):
     eval_epoch = experiment.load_best(run, model, guide)
     metrics = experiment.score(run, model, guide, test["x"], label(test), lengths=test["lengths"])
     figures(model, test, run.out, args, conditional)
-    return experiment.finish(run, metrics, history, eval_epoch, model=NAMES[args.prior])
+    judged, details = fidelity.judge(run, lambda y: as_images(model, len(y), y if conditional else None, test, args),
+                                     conditional=conditional)
+    if args.data == "strokes":  # the ceiling: how well the judge reads real test digits drawn the same way
+        n = metrics["eval_images"]
+        real = fidelity.strokes_to_images(integer_offsets(test["x"][:n])).to(run.device)
+        judge, _ = fidelity.load_classifier(run.device, smoke=args.smoke)
+        judged["judge_error_on_drawn_test_strokes"] = (judge.predict(real) != test["y"][:n]).float().mean().item()
+        print(f"the judge misreads {100 * judged['judge_error_on_drawn_test_strokes']:.1f}% of the first {n} "
+              "test digits' own strokes drawn the same way")
+    return experiment.finish(run, {**metrics, **judged}, history, eval_epoch, model=NAMES[args.prior],
+                             samples_judged=details)
+
+
+def as_images(model, n, y, test, args):
+    """``n`` samples (of the digits ``y`` when conditional) as ``[n, 784]`` images: the rows' pixel
+    probabilities, or the strokes drawn onto the canvas (up to the end-of-digit flag) with
+    ``ppl_models.strokes.render``, their offsets rounded to whole pixels as the data's are (the model's
+    density is over dequantised offsets, x + u with u in [-0.5, 0.5); rounding undoes that)."""
+    device = test["x"].device
+    if args.data == "rows":
+        return model.generate(n, 28, y, device).reshape(n, 784)
+    strokes = model.generate(n, int(test["lengths"].max()), y, device)
+    return fidelity.strokes_to_images(integer_offsets(strokes)).to(device)
+
+
+def integer_offsets(strokes):
+    return torch.cat([strokes[..., :2].round(), strokes[..., 2:]], -1)
 
 
 def figures(model, test, out, args, conditional):

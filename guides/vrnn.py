@@ -53,7 +53,7 @@ class VRNNGuide(nn.Module):
         fx = vrnn.phi_x(x)  # the model's features of every step at once
         if self.smoothing:  # b_t summarises x_t..x_T: one vectorised pass, backwards in time
             b = flip_valid(self.backward_rnn(flip_valid(fx, lengths))[0], lengths)
-        state = vrnn.initial_state(batch, x)
+        state = vrnn.initial_state(label)
         with pyro.plate("data", batch):
             for t in pyro.markov(range(steps)):
                 h = state[0]
@@ -61,7 +61,7 @@ class VRNNGuide(nn.Module):
                 loc, scale = self.enc(torch.cat([now, h, label], -1)).chunk(2, -1)
                 with poutine.mask(mask=step_mask(lengths, t)), kl_scale(beta):
                     z = pyro.sample(f"z_{t}", dist.Normal(loc, softplus(scale) + 1e-4).to_event(1))
-                state = vrnn.recur(fx[:, t], vrnn.phi_z(z), state)
+                state = vrnn.recur(fx[:, t], vrnn.phi_z(z), label, state)
 
 
 class EmptyGuide(nn.Module):

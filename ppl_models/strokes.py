@@ -216,6 +216,33 @@ def stats(lengths):
             "mean": float(lengths.mean())}
 
 
+def render(rows, absolute_coords=False, size=28, radius=0.75):
+    """Draw a sequence onto a ``[size, size]`` float canvas in [0, 1], the way the classifier of
+    :mod:`ppl_models.classifier` reads images: every pen-down segment (consecutive points of one
+    stroke; a single-point stroke is a dot) inked where a pixel centre lies within ``radius`` pixels
+    of it, with a one-pixel linear fall-off beyond (MNIST's strokes are two to three pixels wide and
+    anti-aliased; with radius 0.75, the drawn skeletons of the first 1,000 test digits have about
+    the mean intensity of the images, 0.13 against 0.12, and 80 to 86% of their ink where the images
+    have theirs). Pen-up moves (after an ``end_of_stroke`` flag) leave no ink; rows after the first
+    ``end_of_digit`` flag are ignored. ``rows``: ``(dx, dy, eos, eod)``, or ``(x, y, eos, eod)`` with
+    ``absolute_coords``; x is the column, y the row."""
+    rows = np.asarray(rows, dtype=np.float64)
+    ends = np.flatnonzero(rows[:, 3] > 0.5) if len(rows) else []
+    rows = rows[:ends[0] + 1] if len(ends) else rows
+    canvas = np.zeros((size, size))
+    if len(rows) == 0:
+        return canvas
+    xy = rows[:, :2] if absolute_coords else absolute(rows)
+    pen_down = rows[:-1, 2] <= 0.5                       # segment i joins point i to point i + 1
+    a = np.concatenate([xy[:-1][pen_down], xy])          # every point is also a zero-length segment
+    b = np.concatenate([xy[1:][pen_down], xy])
+    grid = np.stack(np.meshgrid(np.arange(size), np.arange(size)), -1).reshape(-1, 1, 2)  # (x, y)
+    ab = b - a
+    t = np.clip(((grid - a) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-12), 0, 1)
+    d = np.linalg.norm(grid - (a + t[..., None] * ab), axis=-1).min(1)
+    return np.clip(1 + radius - d, 0, 1).reshape(size, size)
+
+
 def plot_strokes(ax, rows, absolute_coords=False, color=None):
     """Draw a sequence on a matplotlib axis as pen strokes (image orientation: y down).
     ``rows``: ``(dx, dy, eos, eod)`` rows, or ``(x, y, eos, eod)`` with ``absolute_coords``."""

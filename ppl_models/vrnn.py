@@ -1,6 +1,6 @@
 """The variational recurrent neural network of Chung, Kastner, Dinh, Goel, Courville & Bengio (2015).
 
-Generative story for each sequence x_1..x_T in the batch (h_0 = 0)::
+Generative story for each sequence x_1..x_T in the batch::
 
     z_t ~ p(z_t | h_{t-1})      = N(mu_0(h_{t-1}), sigma_0(h_{t-1}))    prior "learned"  (VRNN)
                                 = N(0, I)                                 prior "standard" (VRNN-I)
@@ -8,6 +8,7 @@ Generative story for each sequence x_1..x_T in the batch (h_0 = 0)::
     x_t ~ p(x_t | z_t, h_{t-1}) = emission(phi_z(z_t), h_{t-1})           site "x_{t}" (rows) or
                                                                           "dxy_{t}" + "pen_{t}" (strokes)
     h_t = LSTM(h_{t-1}, [phi_x(x_t), phi_z(z_t)])                         deterministic recurrence
+    (h_0, c_0) = 0
 
 Dependencies (the latent is Markov through h)::
 
@@ -19,8 +20,17 @@ Dependencies (the latent is Markov through h)::
      v   v    |   v   v    |
       x_1 ----+    x_2 ----+
 
-With ``n_classes`` > 0 the digit label enters the prior and the emission (and the guide): the
-conditional VRNN. Emissions: ``"bernoulli"`` for MNIST rows (28 steps of 28 pixels) and
+With ``n_classes`` > 0 this is the conditional VRNN: the digit label y (one-hot) is written into
+every part of the story, so that nothing the model draws can forget it::
+
+    (h_0, c_0) = tanh(W_0 y)                           the state starts from the label
+    z_t ~ N(mu_0(h_{t-1}, y), sigma_0(h_{t-1}, y))       the prior sees it
+    x_t ~ emission(phi_z(z_t), h_{t-1}, y)               the emission sees it
+    h_t = LSTM(h_{t-1}, [phi_x(x_t), phi_z(z_t), y])     the recurrence is fed it at every step
+
+(and the guide sees it). Fed only to the prior and the emission, with h_0 = 0, the label was
+ignored: from the first inked row on, h_{t-1} says which digit is being drawn and the networks learn to
+read the digit from h, so a sample from an empty start is whatever digit its first rows suggest. Emissions: ``"bernoulli"`` for MNIST rows (28 steps of 28 pixels) and
 ``"strokes"`` for pen strokes, a Gaussian over the pen offset (dx, dy) and Bernoulli pen flags
 (end of stroke, end of digit). Variable lengths are handled by masking the steps past each
 sequence's end (``lengths``). ``beta`` weights the latent sites in model and guide alike
@@ -77,7 +87,8 @@ class VRNN(nn.Module):
         self.prior_net = mlp((hidden + n_classes, hidden, 2 * z_dim)) if prior == "learned" else None
         emit_out = self.x_dim if emission == "bernoulli" else 2 * 2 + 2  # (loc, scale) of dx, dy; 2 flags
         self.emit_net = mlp((hidden * (1 + self.has_z) + n_classes, hidden, emit_out))
-        self.rnn = nn.LSTMCell(hidden * (1 + self.has_z), hidden)
+        self.init_net = nn.Linear(n_classes, 2 * hidden) if n_classes else None
+        self.rnn = nn.LSTMCell(hidden * (1 + self.has_z) + n_classes, hidden)
 
     # --- the pieces of one step -------------------------------------------------------------------
     def condition(self, y, batch, like):
@@ -87,9 +98,13 @@ class VRNN(nn.Module):
             raise ValueError(f"this VRNN is conditioned on the label: pass labels y [{batch}] in 0..9")
         return one_hot(y, self.n_classes).to(like.dtype)
 
-    def initial_state(self, batch, like):
-        zeros = like.new_zeros(batch, self.hidden)
-        return zeros, zeros
+    def initial_state(self, label):
+        """(h_0, c_0): zeros, or tanh(W_0 y) for the conditional VRNN (``label``: ``[batch, n_classes]``)."""
+        if self.n_classes == 0:
+            zeros = label.new_zeros(label.shape[0], self.hidden)
+            return zeros, zeros
+        h, c = torch.tanh(self.init_net(label)).chunk(2, -1)
+        return h.contiguous(), c.contiguous()
 
     def prior(self, h, label):
         """p(z_t | h_{t-1}): the learned prior network, or N(0, I)."""
@@ -105,9 +120,9 @@ class VRNN(nn.Module):
         """The parameters of p(x_t | z_t, h_{t-1})."""
         return self.emit_net(torch.cat([fz, h, label], -1))
 
-    def recur(self, fx_t, fz, state):
-        """h_t = LSTM(h_{t-1}, [phi_x(x_t), phi_z(z_t)]), given the features fx_t = phi_x(x_t)."""
-        return self.rnn(torch.cat([fx_t, fz], -1), state)
+    def recur(self, fx_t, fz, label, state):
+        """h_t = LSTM(h_{t-1}, [phi_x(x_t), phi_z(z_t), y]), given the features fx_t = phi_x(x_t)."""
+        return self.rnn(torch.cat([fx_t, fz, label], -1), state)
 
     def observe(self, t, params, x_t):
         """Score x_t: Bernoulli pixels, or Gaussian offsets plus Bernoulli pen flags."""
@@ -127,7 +142,7 @@ class VRNN(nn.Module):
         pyro.module("vrnn", self)
         batch, steps = x.shape[:2]
         label = self.condition(y, batch, x)
-        state = self.initial_state(batch, x)
+        state = self.initial_state(label)
         fx = self.phi_x(x)  # phi_x(x_t) of every step at once, [batch, T, hidden]
         with pyro.plate("data", batch):
             for t in pyro.markov(range(steps)):
@@ -138,7 +153,7 @@ class VRNN(nn.Module):
                             z = pyro.sample(f"z_{t}", self.prior(h, label))
                     fz = self.features_z(z if self.has_z else None, h)
                     self.observe(t, self.emit(h, fz, label), x[:, t])
-                state = self.recur(fx[:, t], fz, state)
+                state = self.recur(fx[:, t], fz, label, state)
 
     # --- sampling ---------------------------------------------------------------------------------
     def generate(self, n, steps, y=None, device="cpu"):
@@ -146,7 +161,7 @@ class VRNN(nn.Module):
         probabilities for rows; (dx, dy, eos, eod) with sampled flags for strokes)."""
         like = torch.zeros(n, 1, device=device)
         label = self.condition(y, n, like)
-        state = self.initial_state(n, like)
+        state = self.initial_state(label)
         out = []
         with torch.no_grad():
             for _ in range(steps):
@@ -161,5 +176,5 @@ class VRNN(nn.Module):
                     x_t = torch.cat([dist.Normal(params[:, :2], softplus(params[:, 2:4]) + 1e-3).sample(),
                                      torch.bernoulli(torch.sigmoid(params[:, 4:]))], -1)
                     out.append(x_t)
-                state = self.recur(self.phi_x(x_t), fz, state)
+                state = self.recur(self.phi_x(x_t), fz, label, state)
         return torch.stack(out, 1)

@@ -132,6 +132,19 @@ def test_vrnn_variants(extra, tmp_path):
     out = run_example("vrnn", tmp_path, "--no-progress", *extra)
     assert "test log p(x)" in out
     assert {"samples.png", "loss.png", "results.json", "best.pt"} <= {p.name for p in tmp_path.iterdir()}
+    judged(tmp_path, conditional="label" in extra)
+
+
+def judged(out, conditional):
+    """The run's samples were read by the digit classifier, and the figure is in results.json."""
+    r = json.loads((out / "results.json").read_text())
+    details = r["samples_judged"]
+    assert 0 <= r["metrics"]["judge_test_error"] < 1 and details["judge"]["smoke"]
+    if conditional:
+        assert 0 <= r["metrics"]["label_fidelity"] <= 1 and len(details["per_class"]) == 10
+        assert sum(map(sum, details["confusion"])) == 10 * details["samples_per_class"]
+    else:
+        assert sum(details["counts"]) == details["n"] == 50 and 1 <= r["metrics"]["classes_covered"] <= 10
 
 
 @pytest.mark.parametrize("extra", [["--attention", "filterbank"], ["--condition", "label", "--guide", "noerror"]])
@@ -140,11 +153,13 @@ def test_draw_variants(extra, tmp_path):
     assert "test log p(x)" in out and (tmp_path / "glimpses.png").exists()
     if "label" in extra:
         assert (tmp_path / "samples_per_class.png").exists()
+    judged(tmp_path, conditional="label" in extra)
 
 
 def test_cvae_label_condition(tmp_path):
     out = run_example("cvae", tmp_path, "--no-progress", "--condition", "label", "--guide", "hybrid")
-    assert "label" in out and (tmp_path / "samples_per_class.png").exists()
+    assert "label fidelity" in out and (tmp_path / "samples_per_class.png").exists()
+    judged(tmp_path, conditional=True)
 
 
 def test_cvae_quadrants_under_one_out_are_one_run_each(tmp_path):

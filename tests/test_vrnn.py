@@ -125,6 +125,18 @@ def test_smoothing_guide_sees_the_future_and_filtering_does_not():
         assert (not torch.allclose(first_loc(x), first_loc(later))) == sees_future
 
 
+def test_the_label_sets_the_initial_state_and_feeds_the_recurrence():
+    model = VRNN("bernoulli", "learned", Z, H, 10)
+    one, two = (torch.nn.functional.one_hot(torch.tensor([d]), 10).float() for d in (3, 8))
+    h3, h8 = model.initial_state(one), model.initial_state(two)
+    assert not torch.allclose(h3[0], h8[0]) and not torch.allclose(h3[1], h8[1])
+    fx, fz = torch.randn(1, H), torch.randn(1, H)
+    zeros = (torch.zeros(1, H), torch.zeros(1, H))
+    assert not torch.allclose(model.recur(fx, fz, one, zeros)[0], model.recur(fx, fz, two, zeros)[0])
+    plain = VRNN("bernoulli", "learned", Z, H, 0)
+    assert torch.equal(plain.initial_state(torch.zeros(2, 0))[0], torch.zeros(2, H))
+
+
 def test_generate_and_bad_input():
     model = VRNN("strokes", "learned", Z, H, 10)
     out = model.generate(4, 6, torch.tensor([0, 1, 2, 3]))
