@@ -59,7 +59,8 @@ def main(args):
     if args.smoke:
         args.lattice = 5
     run = experiment.start(args, "ae_vs_vae", "z" + "-".join(map(str, args.z_dims)) + "-h" +
-                           "-".join(map(str, args.hidden)))
+                           "-".join(map(str, args.hidden)),
+                           serial_only="it trains an autoencoder and a VAE for every latent size, one after another")
     train, valid, test = load_mnist("mnist", run.device, "dynamic", seed=args.seed)
     if args.smoke:
         train, test = train.subset(slice(0, 300)), test.subset(slice(0, 200))

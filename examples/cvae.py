@@ -124,7 +124,8 @@ def label_figure(cvae, path, n_samples=10):
 
 
 def run_setting(args, data):
-    run = experiment.start(args, "cvae", RUN_NAMES[args.condition], free=("baseline_epochs",))
+    run = experiment.start(args, "cvae", RUN_NAMES[args.condition], free=("baseline_epochs",),
+                           serial_only="it trains the baseline network and then the CVAE, one after another")
     label = args.condition == "label"
     missing = None if label else missing_mask(args.quadrants).to(run.device)
     baseline = None if label else train_baseline(run, data, missing)

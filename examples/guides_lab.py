@@ -35,7 +35,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from ppl_models import compare, experiment, plots  # noqa: E402
+from ppl_models import compare, distributed, experiment, plots  # noqa: E402
 from ppl_models.data import load_mnist  # noqa: E402
 from ppl_models.experiment import nonnegative_int, positive_int  # noqa: E402
 from ppl_models.train import load_checkpoint  # noqa: E402
@@ -197,6 +197,10 @@ def figure(rows, model, path):
 
 
 def main(args):
+    if distributed.launched():
+        raise experiment.Refused("the guides lab does not train data-parallel under torchrun: it trains one model "
+                                 "per guide and refines codes image by image; run it as one process (or sweep "
+                                 "the guides with examples/sweep.py)")
     names = args.guides or [g for g in registry(args.model) if g not in SKIPPED.get(args.model, {})]
     unknown = [g for g in names if g not in registry(args.model)]
     if unknown:

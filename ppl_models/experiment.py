@@ -48,6 +48,7 @@ import numpy as np
 import pyro
 import torch
 
+from ppl_models import distributed
 from ppl_models.data import DataError
 from ppl_models.evaluate import evaluate
 from ppl_models.train import BEST, CHECKPOINT, CorruptCheckpoint, SettingsMismatch, TrainingDiverged, \
@@ -165,14 +166,24 @@ def device_of(args):
     return device
 
 
-def start(args, example, template, out=None, free=()):
+def start(args, example, template, out=None, free=(), serial_only=None):
     """Set up one run: threads, device, seed, its folder. Returns ``run`` (``run.out``, ``run.device``,
     ``run.settings``, ``run.args``, ``run.example``). ``template`` names the default folder from the
     settings, e.g. ``"{guide}-z{z_dim}"``; ``out`` overrides ``--out`` (a sub-run of one command);
-    ``free`` names the example's own flags that may change on a resume (e.g. a training length)."""
+    ``free`` names the example's own flags that may change on a resume (e.g. a training length).
+    Under ``torchrun`` with several processes the run trains data-parallel (``ppl_models.distributed``),
+    unless the example gives a reason it cannot (``serial_only``), which refuses the command."""
     if args.resume and args.eval_only:
         raise Refused("--resume and --eval-only exclude each other: --resume trains on, --eval-only only scores")
     device = device_of(args)
+    if distributed.launched():
+        if serial_only:
+            raise Refused(f"{example} does not train data-parallel under torchrun: {serial_only}; "
+                          "run it as one process")
+        try:
+            device = distributed.init(device)
+        except RuntimeError as e:
+            raise Refused(str(e)) from None
     name = run_name(args, template)
     out = Path(out or args.out or Path("results") / example / name)
     if out.exists() and not out.is_dir():
@@ -201,11 +212,14 @@ def train(run, model, guide, loss, batches, *, out=None, **kwargs):
     if a.eval_only:
         ckpt = read_checkpoint(out / CHECKPOINT)
         check_settings(ckpt, run.settings, out / CHECKPOINT)
+        distributed.end()
         return ckpt["history"]
     kwargs.setdefault("lr", a.lr)
     kwargs.setdefault("epochs", a.epochs)
-    return fit(model, guide, loss, batches, out=out, resume=a.resume, seed=a.seed,
-               progress=not a.no_progress, settings=run.settings, **kwargs)
+    history = fit(model, guide, loss, batches, out=out, resume=a.resume, seed=a.seed,
+                  progress=not a.no_progress, settings=run.settings, **kwargs)
+    distributed.end()  # data-parallel: the other ranks end here, rank 0 scores and writes alone
+    return history
 
 
 def load_best(run, model, guide, out=None):

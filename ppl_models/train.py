@@ -16,6 +16,10 @@ leaving the last good checkpoint.
 Host-device synchronisation: one per step, Pyro's loss value (``loss_and_grads`` returns a float).
 An objective may return a tensor instead (e.g. a float plus a term still on the device); such a
 value is summed on the device and checked for NaN once per epoch.
+
+Under ``torchrun`` with several processes the loop is data-parallel (``ppl_models.distributed``): the
+global batches come from an RNG stream the ranks share, each rank scores its shard, the gradients are
+summed over the ranks before every optimiser step, rank 0 validates and writes.
 """
 import csv
 import math
@@ -29,6 +33,8 @@ import numpy as np
 import pyro
 import torch
 from tqdm.auto import tqdm
+
+from ppl_models import distributed
 
 CHECKPOINT, BEST, METRICS = "checkpoint.pt", "best.pt", "metrics.csv"
 
@@ -178,6 +184,12 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
     optimizer = make_optimizer(params, optim, lr_at(1))
     pyro.clear_param_store()  # parameters live in the modules; stale store entries would shadow them
     pyro.set_rng_seed(seed)
+    ranks, main = distributed.world(), distributed.is_main()
+    log = log if main else (lambda *a: None)
+    shared = None
+    if ranks > 1:  # the batches from one stream all ranks share; the latent noise from each rank's own
+        shared = distributed.SharedRNG(seed, params[0].device)
+        pyro.set_rng_seed(seed + 1_000_003 * (distributed.rank() + 1))
     history, start, best_value, stale = [], 1, None, 0
     ckpt_path = out / CHECKPOINT
     if resume:
@@ -185,11 +197,19 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
             ckpt = load_checkpoint(ckpt_path, model, guide, optimizer, settings=settings)
             history, start, best_value = ckpt["history"], ckpt["epoch"] + 1, ckpt.get("best_value")
             stale = ckpt.get("stale", 0)
-            set_rng_state(ckpt["rng"])
+            own = ckpt.get("rng_ranks") or [ckpt["rng"]]
+            if len(own) == ranks:  # the same number of processes: each continues its own stream
+                set_rng_state(own[distributed.rank()])
+            else:
+                set_rng_state(own[0])
+                if ranks > 1:
+                    pyro.set_rng_seed(seed + 1_000_003 * (distributed.rank() + 1) + start)
+            if shared is not None and ckpt.get("rng_shared") is not None:
+                shared.state = ckpt["rng_shared"]
             log(f"resumed from {ckpt_path} after epoch {ckpt['epoch']}")
         else:
             log(f"--resume: no checkpoint in {out}, starting from scratch")
-    if start == 1 and (out / BEST).exists():
+    if start == 1 and main and (out / BEST).exists():
         (out / BEST).unlink()  # an earlier run's best.pt must never be evaluated as this run's
     last_good = f"{ckpt_path} (epoch {start - 1})" if start > 1 else "none written yet"
     if patience is not None and stale >= patience:
@@ -203,20 +223,27 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
         kwargs = step_kwargs(epoch) if step_kwargs else {}
         t0, total, count = time.perf_counter(), 0.0, 0
         steps = batches(epoch) if callable(batches) else batches
-        bar = tqdm(steps, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not progress,
-                   total=len(steps) if hasattr(steps, "__len__") else None)
+        bar = tqdm(shared.batches(steps) if shared else steps, desc=f"epoch {epoch}/{epochs}", leave=False,
+                   disable=not (progress and main), total=len(steps) if hasattr(steps, "__len__") else None)
         for step, args in enumerate(bar, 1):
             optimizer.zero_grad(set_to_none=True)
-            with pyro.validation_enabled(step == 1 and epoch == start):  # argument checks once, then speed
-                value = loss.loss_and_grads(model.model, guide.guide, *args, **kwargs)
+            if len(args[0]):
+                with pyro.validation_enabled(step == 1 and epoch == start):  # argument checks once, then speed
+                    value = loss.loss_and_grads(model.model, guide.guide, *args, **kwargs)
+            else:  # a global batch smaller than the number of ranks left this one nothing
+                value = 0.0
             if not torch.is_tensor(value) and not math.isfinite(value):  # a float costs no extra sync
                 diverged(value, epoch, f"step {step}", last_good)
+            if ranks > 1:
+                distributed.sum_gradients(params)
             optimizer.step()
             total = total + (value.detach() if torch.is_tensor(value) else value)
             count += len(args[0])
             if progress and not torch.is_tensor(total):  # a running tensor total is not synced per step
                 bar.set_postfix(loss=f"{float(total) / count:.2f}")
         total = float(total)  # tensor parts of the loss: one sync per epoch
+        if ranks > 1:
+            total, count = distributed.total(total), int(distributed.total(count))
         if not math.isfinite(total):
             diverged(total, epoch, "the end of the epoch", last_good)
         row = {"epoch": epoch, "loss": total / max(count, 1), "seconds": time.perf_counter() - t0, "lr": epoch_lr,
@@ -224,7 +251,8 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
         if validate is not None and (epoch % valid_every == 0 or epoch == epochs):
             model.eval(), guide.eval()
             with torch.no_grad():
-                row.update(validate())
+                figures = validate() if main else None
+            row.update(distributed.broadcast(figures) if ranks > 1 else figures)
         history.append(row)
         improved = False
         if best is not None and best[0] in row:
@@ -235,10 +263,13 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
         ckpt = {"model": model.state_dict(), "guide": guide.state_dict(), "optimizer": optimizer.state_dict(),
                 "epoch": epoch, "rng": rng_state(), "history": history, "best_value": best_value,
                 "stale": stale, "settings": settings}
-        atomic_save(ckpt, ckpt_path)
-        if improved:
-            atomic_save(ckpt, out / BEST)
-        write_metrics(history, out / METRICS)
+        if ranks > 1:
+            ckpt.update(rng_ranks=distributed.gather(ckpt["rng"]), rng_shared=shared.state)
+        if main:
+            atomic_save(ckpt, ckpt_path)
+            if improved:
+                atomic_save(ckpt, out / BEST)
+            write_metrics(history, out / METRICS)
         last_good = f"{ckpt_path} (epoch {epoch})"
         log("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
         if patience is not None and stale >= patience:

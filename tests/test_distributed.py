@@ -1,0 +1,97 @@
+"""Data-parallel training (ppl_models.distributed) on this machine's CPUs: 2 processes, gloo."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ppl_models import distributed
+from ppl_models.data import Batches
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+import ddp_worker  # noqa: E402
+
+
+def torchrun(*args, nproc=2):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def params(out):
+    saved = torch.load(Path(out) / "params.pt", weights_only=False)
+    return saved["world"], {**saved["model"], **{f"guide.{k}": v for k, v in saved["guide"].items()}}
+
+
+def assert_close(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_two_gloo_processes_take_the_steps_of_one_process_on_the_same_global_batches(tmp_path):
+    """After k = 8 steps (2 epochs of 4 global batches of 15; ranks get 8 and 7 examples) the
+    parameters equal those of one process that sees the same global batches."""
+    torchrun(ROOT / "tests" / "ddp_worker.py", tmp_path / "ddp", 2)
+    ddp_worker.train(tmp_path / "one", 2)
+    world, ddp = params(tmp_path / "ddp")
+    _, one = params(tmp_path / "one")
+    assert world == 2
+    assert_close(ddp, one)
+    changed = params(tmp_path / "one")[1]
+    torch.manual_seed(0)
+    assert any(not torch.equal(v, changed[k]) for k, v in _initial().items())  # training did move them
+
+
+def _initial():
+    from guides.vae import make_guide
+    from ppl_models.vae import VAE
+    torch.manual_seed(0)
+    model = VAE(z_dim=4, hidden=(32,))
+    guide = make_guide("delta", model)
+    return {**model.state_dict(), **{f"guide.{k}": v for k, v in guide.state_dict().items()}}
+
+
+def test_a_data_parallel_run_resumes_where_it_stopped(tmp_path):
+    torchrun(ROOT / "tests" / "ddp_worker.py", tmp_path / "straight", 2)
+    torchrun(ROOT / "tests" / "ddp_worker.py", tmp_path / "pieces", 1)
+    torchrun(ROOT / "tests" / "ddp_worker.py", tmp_path / "pieces", 2, "resume")
+    assert_close(params(tmp_path / "straight")[1], params(tmp_path / "pieces")[1])
+    ckpt = torch.load(tmp_path / "pieces" / "checkpoint.pt", weights_only=False)
+    assert ckpt["epoch"] == 2 and len(ckpt["rng_ranks"]) == 2 and ckpt["rng_shared"] is not None
+
+
+def test_the_shared_stream_draws_the_batches_whatever_each_rank_draws_between_them():
+    x = torch.arange(40.0)[:, None]
+    torch.manual_seed(3)
+    plain = [b[0].clone() for b in Batches(x, batch_size=8, make=lambda v: (v + torch.rand(1),))]
+    torch.manual_seed(123)  # this rank's own stream: something else entirely
+    shared = distributed.SharedRNG(3, torch.device("cpu"))
+    seen = []
+    for step in shared.batches(Batches(x, batch_size=8, make=lambda v: (v + torch.rand(1),))):
+        seen.append(step[0].clone())
+        torch.rand(5)  # the model's noise, from the rank's own stream
+    assert len(seen) == len(plain) and all(torch.equal(a, b) for a, b in zip(seen, plain))
+
+
+def test_an_example_trains_under_torchrun_and_rank_0_alone_writes(tmp_path):
+    proc = torchrun(ROOT / "examples" / "vae.py", "--smoke", "--no-progress", "--out", tmp_path / "vae")
+    assert proc.stdout.count("run folder") == 1 and proc.stdout.count("test log p(x)") == 1
+    assert {"results.json", "checkpoint.pt", "samples.png"} <= {p.name for p in (tmp_path / "vae").iterdir()}
+
+
+@pytest.mark.parametrize("example, flags", [("cvae", []), ("guides_lab", ["--model", "vae"])])
+def test_examples_that_cannot_train_data_parallel_say_why(example, flags, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "examples" / f"{example}.py"), "--smoke", "--out", str(tmp_path), *flags]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert proc.returncode != 0 and "does not train data-parallel" in proc.stderr
+    assert "ppl_models/" not in proc.stderr and "examples/" + example not in proc.stderr.split("error:")[0]
+    # (torchrun prints its own report of the failed children; the examples print one line each)
