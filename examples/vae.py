@@ -1,11 +1,22 @@
-"""Train a VAE on MNIST with a swappable guide, report the importance-sampled test NLL, draw figures.
+"""Train a VAE with a swappable guide, report the importance-sampled test NLL, draw figures.
 
-    python examples/vae.py                                  # MLP VAE, diag guide, z=50
+    python examples/vae.py                                  # MNIST: MLP VAE, diag guide, z=50
     python examples/vae.py --guide iaf                      # another run folder: nothing overwritten
     python examples/vae.py --decoder conv --guide conv --z-dim 2
     python examples/vae.py --guide delta --beta 0           # the plain autoencoder
     python examples/vae.py --binarize grey --likelihood gaussian
     python examples/vae.py --guide iaf --eval-only --eval-samples 5000   # score a run again
+    python examples/vae.py --dataset folder:~/pictures --image-size 32 --channels 3 --decoder conv --guide conv
+    python examples/vae.py --dataset celeba:~/celeba --image-size 64 --decoder conv --guide conv
+
+Data: ``mnist`` (default), ``fashion-mnist``, ``folder:PATH`` (every PNG/JPEG under PATH, centre-cropped
+and resized to ``--image-size``, grey or RGB by ``--channels``, split 80/10/10 with a fixed seed) or
+``celeba:PATH`` (CelebA's official layout and splits); see ``ppl_models/images.py``. Likelihoods:
+Bernoulli for binarised grey images (``--binarize dynamic|static``, MNIST's default), and for grey or
+RGB values (``--binarize grey``, the default for folders) a Gaussian N(sigmoid(decoder(z)), sigma^2)
+with one learned sigma: its mean is the picture and its density is a proper one in nats per image
+(the continuous Bernoulli was not taken: its mean is not its parameter, so the decoder's output would
+not be the picture it draws).
 """
 import matplotlib
 
@@ -15,18 +26,31 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO  # noqa: E402
 
 from guides.vae import GUIDES, make_guide  # noqa: E402
 from ppl_models import experiment, fidelity, plots  # noqa: E402
-from ppl_models.data import BINARIZE_MODES, Minibatches, load_mnist  # noqa: E402
+from ppl_models.data import BINARIZE_MODES, Minibatches, binarize_splits, load_mnist  # noqa: E402
 from ppl_models.evaluate import evaluate  # noqa: E402
-from ppl_models.experiment import nonnegative_float, positive_float, positive_int  # noqa: E402
+from ppl_models.experiment import Refused, nonnegative_float, positive_float, positive_int  # noqa: E402
+from ppl_models.images import load_celeba, load_folder, parse_dataset  # noqa: E402
+from ppl_models.nets import check_conv_shape  # noqa: E402
 from ppl_models.vae import DECODERS, LIKELIHOODS, VAE  # noqa: E402
 
 RUN_NAME = "{decoder}-{guide}-z{z_dim}-{likelihood}-beta{beta:g}"
+DEFAULT_SIZE = {"folder": 32, "celeba": 64}
+
+
+def dataset(spec):
+    parse_dataset(spec)  # a bad one is refused here, with the forms allowed
+    return spec
 
 
 def parse_args(argv=None):
     p = experiment.parser(__doc__, epochs=244, eval_samples=5000, eval_images=10000)
-    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
-    p.add_argument("--binarize", default="dynamic", choices=BINARIZE_MODES)
+    p.add_argument("--dataset", default="mnist", type=dataset, help="mnist, fashion-mnist, folder:PATH, celeba:PATH")
+    p.add_argument("--image-size", type=positive_int, default=None,
+                   help="folder: and celeba: images are resized to this (default 32 and 64)")
+    p.add_argument("--channels", type=int, default=None, choices=[1, 3],
+                   help="folder: and celeba: 1 grey, 3 RGB (default 3)")
+    p.add_argument("--binarize", default=None, choices=BINARIZE_MODES,
+                   help="default: dynamic for MNIST-style data, grey (the values) for folder: and celeba:")
     p.add_argument("--likelihood", default=None, choices=LIKELIHOODS,
                    help="default: bernoulli for binarised data, gaussian for grey")
     p.add_argument("--sigma", type=positive_float, default=None, help="fixed Gaussian scale (default: learned)")
@@ -45,10 +69,49 @@ def parse_args(argv=None):
                    help="Trace_ELBO (Monte Carlo KL) or TraceMeanField_ELBO (analytic KL where it exists)")
     p.add_argument("--valid-every", type=positive_int, default=5)  # validation draws from the RNG stream too
     args = p.parse_args(argv)
+    kind, _ = parse_dataset(args.dataset)
+    if kind in ("mnist", "fashion-mnist") and (args.image_size or args.channels):
+        p.error("--image-size and --channels apply to folder: and celeba: data (MNIST is 1x28x28)")
+    args.binarize = args.binarize or ("dynamic" if kind in ("mnist", "fashion-mnist") else "grey")
+    if args.binarize != "grey" and (args.channels or 3 if kind in DEFAULT_SIZE else 1) != 1:
+        p.error(f"--binarize {args.binarize} draws binary grey pixels: it needs --channels 1 "
+                "(RGB values take --binarize grey)")
     args.likelihood = args.likelihood or ("gaussian" if args.binarize == "grey" else "bernoulli")
     if args.likelihood == "bernoulli" and args.binarize == "grey":
         p.error("a Bernoulli likelihood needs binarised data: use --binarize dynamic or static")
     return args
+
+
+def shape_of(args):
+    kind, _ = parse_dataset(args.dataset)
+    if kind not in DEFAULT_SIZE:
+        return (1, 28, 28)
+    size = args.image_size or DEFAULT_SIZE[kind]
+    return (args.channels or 3, size, size)
+
+
+def run_template(args):
+    """The run folder's name: MNIST's as it always was; other data prefix theirs."""
+    kind, path = parse_dataset(args.dataset)
+    c, size, _ = shape_of(args)
+    prefix = {"mnist": "", "fashion-mnist": "fashion-"}.get(kind) or \
+        f"{kind}-{path.name if kind == 'folder' else 'celeba'}-s{size}-c{c}-".replace("{", "(").replace("}", ")")
+    return prefix + RUN_NAME
+
+
+def load_data(args, device):
+    """``train, valid, test`` Splits of flattened images on ``device``, and their (C, H, W)."""
+    kind, path = parse_dataset(args.dataset)
+    shape = shape_of(args)
+    if kind in ("mnist", "fashion-mnist"):
+        return load_mnist(kind, device, args.binarize, seed=args.seed), shape
+    if kind == "folder":
+        splits = load_folder(path, shape[1], shape[0], device)
+    else:
+        splits, names = load_celeba(path, shape[1], shape[0], device)
+        print(f"CelebA: {' / '.join(str(len(s)) for s in splits)} train / valid / test images, "
+              f"{len(names)} attributes")
+    return binarize_splits(*splits, args.binarize, args.seed), shape
 
 
 def step_schedule(lr, steps):
@@ -64,11 +127,20 @@ def main(args):
     lr_schedule = step_schedule(args.lr, args.lr_steps)
     if args.smoke:
         args.valid_every = 1
-    run = experiment.start(args, "vae", RUN_NAME)
-    train, valid, test = load_mnist(args.dataset, run.device, args.binarize, seed=args.seed)
+    shape = shape_of(args)
+    if args.decoder == "conv" or args.guide == "conv":
+        try:
+            check_conv_shape(shape)
+        except ValueError as e:
+            raise Refused(f"--image-size {shape[1]}: {e}") from None
+    run = experiment.start(args, "vae", run_template(args))
+    (train, valid, test), shape = load_data(args, run.device)
     if args.smoke:
         train, valid = train.subset(slice(0, 300)), valid.subset(slice(0, 100))
-    model = VAE(args.z_dim, tuple(args.hidden), args.decoder, args.likelihood, args.sigma).to(run.device)
+    if len(train) < args.batch_size:
+        raise Refused(f"{args.dataset}: {len(train)} training images, fewer than --batch-size {args.batch_size}; "
+                      "use a smaller --batch-size or more images")
+    model = VAE(args.z_dim, tuple(args.hidden), args.decoder, args.likelihood, args.sigma, shape).to(run.device)
     guide = make_guide(args.guide, model).to(run.device)
     elbo = TraceMeanField_ELBO() if args.elbo == "meanfield" else Trace_ELBO()
     has_density = args.guide != "delta"  # a point-mass guide has no density to importance-sample with
@@ -99,16 +171,20 @@ def main(args):
 def figures(model, guide, test, out, args):
     device = test.x.device
     decode = lambda z: model.decode(z.to(device)).cpu()  # noqa: E731
+    digits = parse_dataset(args.dataset)[0] in ("mnist", "fashion-mnist")
+    grid = {"shape": model.shape, "invert": digits}  # MNIST's ink dark on light; photos as they are
     with torch.no_grad():
         z = model.prior(test.x).sample((100,))
-        plots.image_grid(decode(z), out / "samples.png", cols=10, title="samples from p(z) p(x|z)")
+        plots.image_grid(decode(z), out / "samples.png", cols=10, title="samples from p(z) p(x|z)", **grid)
         codes = guide.encode(test.x[:2000])
-        plots.reconstructions(test.x[:10], decode(codes[:10]), out / "reconstructions.png")
-        a, b = (test.y == 3).nonzero()[0, 0], (test.y == 8).nonzero()[0, 0]
-        plots.interpolation(decode, codes[a], codes[b], out / "interpolation.png")
+        plots.reconstructions(test.x[:10], decode(codes[:10]), out / "reconstructions.png", **grid)
+        a, b = ((test.y == 3).nonzero()[0, 0], (test.y == 8).nonzero()[0, 0]) if digits else (0, min(1, len(codes) - 1))
+        plots.interpolation(decode, codes[a], codes[b], out / "interpolation.png",
+                            title="interpolation between two encoded test images", **grid)
         if args.z_dim == 2:
-            plots.latent_scatter(codes, test.y[:2000], out / "latent.png")
-            plots.manifold(decode, out / "manifold.png", prior=model.prior(test.x))
+            if digits:
+                plots.latent_scatter(codes, test.y[:2000], out / "latent.png")
+            plots.manifold(decode, out / "manifold.png", prior=model.prior(test.x), **grid)
     plots.loss_curves(out / "metrics.csv", out / "loss.png")
 
 

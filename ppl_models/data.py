@@ -309,12 +309,22 @@ def load_mnist(dataset="mnist", device="cpu", binarization="dynamic", seed=0, do
     y = torch.from_numpy(ty)
     train, valid = Split(x[:N_TRAIN], y[:N_TRAIN]), Split(x[N_TRAIN:], y[N_TRAIN:])
     test = Split(torch.from_numpy(vx.reshape(10000, 784).astype(np.float32) / 255.0), torch.from_numpy(vy))
-    if binarization == "static":
-        train = Split(binarize(train.x, "static", torch.Generator().manual_seed(seed)), train.y)
-    if binarization != "grey":
-        valid = Split(binarize(valid.x, "static", torch.Generator().manual_seed(VALID_DRAW_SEED)), valid.y)
-        test = Split(binarize(test.x, "static", torch.Generator().manual_seed(TEST_DRAW_SEED)), test.y)
+    train, valid, test = binarize_splits(train, valid, test, binarization, seed)
     return train.to(device), valid.to(device), test.to(device)
+
+
+def binarize_splits(train, valid, test, binarization, seed=0):
+    """``static``: the training images binarised once with ``seed``; unless ``grey``, validation and
+    test binarised once with the fixed seeds (on the CPU), whatever the run's seed and device."""
+    if binarization not in BINARIZE_MODES:
+        raise ValueError(f"unknown binarisation {binarization!r}; choose one of {BINARIZE_MODES}")
+    cpu = torch.Generator
+    if binarization == "static":
+        train = Split(binarize(train.x, "static", cpu().manual_seed(seed)), train.y)
+    if binarization != "grey":
+        valid = Split(binarize(valid.x, "static", cpu().manual_seed(VALID_DRAW_SEED)), valid.y)
+        test = Split(binarize(test.x, "static", cpu().manual_seed(TEST_DRAW_SEED)), test.y)
+    return train, valid, test
 
 
 def labeled_indices(labels, n_labeled, seed=0, n_classes=10):
@@ -348,14 +358,18 @@ def validating():
     return is_validation_enabled()
 
 
+def _flat(n_pixels):
+    return "flattened 28x28" if n_pixels == 784 else "flattened channels x height x width"
+
+
 def check_images(x, n_pixels=784, values=None):
     """Raise a clear error for data a model cannot score: wrong shape, and (when ``values``, by default
     while :func:`validating`) NaN or values outside [0, 1]."""
     if not torch.is_tensor(x):
-        raise ValueError(f"images must be a tensor of shape [batch, {n_pixels}] (flattened 28x28), "
+        raise ValueError(f"images must be a tensor of shape [batch, {n_pixels}] ({_flat(n_pixels)}), "
                          f"got {type(x).__name__}")
     if x.dim() != 2 or x.shape[1] != n_pixels:
-        raise ValueError(f"images must have shape [batch, {n_pixels}] (flattened 28x28), got {list(x.shape)}")
+        raise ValueError(f"images must have shape [batch, {n_pixels}] ({_flat(n_pixels)}), got {list(x.shape)}")
     if not (validating() if values is None else values):
         return x
     if torch.isnan(x).any():

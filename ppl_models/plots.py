@@ -29,30 +29,37 @@ def save_figure(fig, path, dpi=100):
     return path
 
 
-def tile(images, rows, cols, pad=1):
-    """``[rows * cols, 784]`` -> one ``[rows * 29 - 1, cols * 29 - 1]`` array."""
-    imgs = _np(images).reshape(-1, 28, 28)
-    out = np.full((rows * (28 + pad) - pad, cols * (28 + pad) - pad), 0.3)
+MNIST = (1, 28, 28)
+
+
+def tile(images, rows, cols, pad=1, shape=MNIST):
+    """``[rows * cols, C * H * W]`` (channel-major) -> one ``[rows * (H + 1) - 1, cols * (W + 1) - 1]``
+    array (with a last axis of 3 for RGB)."""
+    c, h, w = shape
+    imgs = _np(images).reshape(-1, c, h, w).transpose(0, 2, 3, 1)
+    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), 0.3)
     for i, img in enumerate(imgs[: rows * cols]):
-        r, c = divmod(i, cols)
-        out[r * (28 + pad): r * (28 + pad) + 28, c * (28 + pad): c * (28 + pad) + 28] = img
-    return out
+        r, k = divmod(i, cols)
+        out[r * (h + pad): r * (h + pad) + h, k * (w + pad): k * (w + pad) + w] = img
+    return out[..., 0] if c == 1 else np.clip(out, 0, 1)
 
 
-def image_grid(images, path, rows=None, cols=10, title=None):
+def image_grid(images, path, rows=None, cols=10, title=None, shape=MNIST, invert=True):
+    """A grid of images. Grey ones are drawn dark on light (``invert``, MNIST's ink) or as they are."""
     rows = rows or -(-len(images) // cols)
-    fig, ax = plt.subplots(figsize=(cols * 0.6, rows * 0.6))
-    ax.imshow(tile(images, rows, cols), cmap="gray_r", vmin=0, vmax=1)
+    scale = 0.6 * max(1.0, shape[1] / 28)
+    fig, ax = plt.subplots(figsize=(cols * scale, rows * scale))
+    ax.imshow(tile(images, rows, cols, shape=shape), cmap="gray_r" if invert else "gray", vmin=0, vmax=1)
     ax.axis("off")
     if title:
         ax.set_title(title)
     return save_figure(fig, path)
 
 
-def reconstructions(x, x_rec, path, n=10):
+def reconstructions(x, x_rec, path, n=10, **grid):
     """Originals (top row) above their reconstructions (bottom row)."""
     both = torch.cat([torch.as_tensor(_np(x[:n])), torch.as_tensor(_np(x_rec[:n]))])
-    return image_grid(both, path, rows=2, cols=n, title="data (top) / reconstruction (bottom)")
+    return image_grid(both, path, rows=2, cols=n, title="data (top) / reconstruction (bottom)", **grid)
 
 
 def latent_scatter(z, labels, path, title="latent codes of the test set", circle=None):
@@ -70,7 +77,7 @@ def latent_scatter(z, labels, path, title="latent codes of the test set", circle
     return save_figure(fig, path)
 
 
-def manifold(decode, path, prior, n=15, title="manifold through the prior's inverse CDF"):
+def manifold(decode, path, prior, n=15, title="manifold through the prior's inverse CDF", **grid):
     """Decode a grid of the prior's quantiles 0.05..0.95 in the first two latent dimensions (the others
     at their medians). ``prior``: the model's p(z), factorised over the coordinates with an inverse CDF
     (a Normal, Laplace, ... wrapped in ``to_event(1)``)."""
@@ -89,15 +96,15 @@ def manifold(decode, path, prior, n=15, title="manifold through the prior's inve
             z[i * n + j, 0], z[i * n + j, 1] = q[j, 0], q[n - 1 - i, 1]
     with torch.no_grad():
         imgs = decode(z)
-    return image_grid(imgs, path, rows=n, cols=n, title=title)
+    return image_grid(imgs, path, rows=n, cols=n, title=title, **grid)
 
 
-def interpolation(decode, z_a, z_b, path, steps=10, title="interpolation between two encoded digits"):
+def interpolation(decode, z_a, z_b, path, steps=10, title="interpolation between two encoded digits", **grid):
     """Decode the straight line from ``z_a`` to ``z_b``."""
     t = torch.linspace(0, 1, steps).unsqueeze(1)
     with torch.no_grad():
         imgs = decode((1 - t) * z_a.reshape(1, -1).cpu() + t * z_b.reshape(1, -1).cpu())
-    return image_grid(imgs, path, rows=1, cols=steps, title=title)
+    return image_grid(imgs, path, rows=1, cols=steps, title=title, **grid)
 
 
 def loss_curves(metrics_csv, path, keys=("loss", "valid_loss"), title="negative ELBO per image (nats)"):

@@ -52,9 +52,10 @@ class SettingsMismatch(ValueError):
 
 
 def settings_diff(saved, wanted):
-    """``"name saved (asked: wanted), ..."`` for every setting that differs, or ``""``."""
+    """``"name saved (asked: wanted), ..."`` for every setting that differs, or ``""``. A setting one
+    side lacks counts as ``None`` (a flag added later, at its default ``None``, changes nothing)."""
     return ", ".join(f"{k} {saved.get(k, 'unset')} (asked: {wanted.get(k, 'unset')})"
-                     for k in sorted(set(saved) | set(wanted)) if saved.get(k, "unset") != wanted.get(k, "unset"))
+                     for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k))
 
 
 def check_settings(ckpt, settings, path):

@@ -3,8 +3,11 @@
 Generative story, for each image n in the batch::
 
     z_n ~ p(z)     = N(0, I)                              prior, site "z", shape [z_dim]
-    x_n ~ p(x | z) = Bernoulli(sigmoid(decoder(z_n)))     binarised pixels, site "x", shape [784]
-      or p(x | z) = N(sigmoid(decoder(z_n)), sigma^2 I)   grey pixels, sigma learned or fixed
+    x_n ~ p(x | z) = Bernoulli(sigmoid(decoder(z_n)))     binarised pixels, site "x", shape [C*H*W]
+      or p(x | z) = N(sigmoid(decoder(z_n)), sigma^2 I)   grey or RGB values, sigma learned or fixed
+
+Images are flattened, channel-major: ``shape`` = (C, H, W) is (1, 28, 28) for MNIST (784 pixels),
+e.g. (3, 64, 64) for RGB faces.
 
 The KL weight ``beta`` (beta-VAE, annealing) scales the latent site in the model and in the guide
 (``ppl_models.anneal.kl_scale``); ``beta = 1`` is the ELBO. The guides are in ``guides/vae.py``.
@@ -18,29 +21,33 @@ from torch import nn
 
 from ppl_models.anneal import kl_scale
 from ppl_models.data import check_images
-from ppl_models.nets import ConvDecoder, mlp
+from ppl_models.nets import MNIST_SHAPE, ConvDecoder, mlp
 
 DECODERS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 
 class VAE(nn.Module):
-    def __init__(self, z_dim=50, hidden=(500, 500), decoder="mlp", likelihood="bernoulli", sigma=None):
-        """``sigma=None`` learns one observation scale for the Gaussian likelihood; a number fixes it."""
+    def __init__(self, z_dim=50, hidden=(500, 500), decoder="mlp", likelihood="bernoulli", sigma=None,
+                 shape=MNIST_SHAPE):
+        """``sigma=None`` learns one observation scale for the Gaussian likelihood; a number fixes it.
+        ``shape``: the images' (C, H, W)."""
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
         self.z_dim, self.hidden, self.likelihood = z_dim, tuple(hidden), likelihood
-        self.decoder = mlp((z_dim, *hidden, 784)) if decoder == "mlp" else ConvDecoder(z_dim)
+        self.shape = tuple(shape)
+        self.x_dim = shape[0] * shape[1] * shape[2]
+        self.decoder = mlp((z_dim, *hidden, self.x_dim)) if decoder == "mlp" else ConvDecoder(z_dim, shape=shape)
         if likelihood == "gaussian":
             init = math.log(sigma) if sigma is not None else math.log(0.1)
             self.log_sigma = nn.Parameter(torch.tensor(init), requires_grad=sigma is None)
 
     def model(self, x, y=None, beta=1.0):
-        """``x``: ``[batch, 784]`` pixels (0/1 for Bernoulli, [0, 1] for Gaussian); ``y`` unused."""
-        check_images(x)
+        """``x``: ``[batch, C*H*W]`` pixels (0/1 for Bernoulli, [0, 1] for Gaussian); ``y`` unused."""
+        check_images(x, self.x_dim)
         pyro.module("vae", self)
         with pyro.plate("data", x.shape[0]):
             with kl_scale(beta):
@@ -59,6 +66,6 @@ class VAE(nn.Module):
         return dist.Normal(like.new_zeros(self.z_dim), 1.0).to_event(1)
 
     def decode(self, z):
-        """Mean image ``[..., 784]`` for latent codes ``z``."""
+        """Mean image ``[..., C*H*W]`` for latent codes ``z``."""
         return torch.sigmoid(self.decoder(z))
 
