@@ -111,7 +111,7 @@ def celeba_fixture(root, n=6):
         values = ["1" if (i + k) % 2 else "-1" for k in range(39)] + ["1" if i < 3 else "-1"]
         lines.append(f"{name}  " + " ".join(values))
     (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
-    parts = [0, 0, 0, 1, 2, 0]
+    parts = ([0, 0, 0, 1, 2, 0] + [0, 1, 2] * n)[:n]
     (root / "list_eval_partition.txt").write_text("\n".join(f"{nm} {p}" for nm, p in zip(names, parts)) + "\n")
     return names, parts
 
