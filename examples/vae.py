@@ -94,9 +94,10 @@ def run_template(args):
     """The run folder's name: MNIST's as it always was; other data prefix theirs."""
     kind, path = parse_dataset(args.dataset)
     c, size, _ = shape_of(args)
-    prefix = {"mnist": "", "fashion-mnist": "fashion-"}.get(kind) or \
-        f"{kind}-{path.name if kind == 'folder' else 'celeba'}-s{size}-c{c}-".replace("{", "(").replace("}", ")")
-    return prefix + RUN_NAME
+    if kind in ("mnist", "fashion-mnist"):
+        return {"mnist": "", "fashion-mnist": "fashion-"}[kind] + RUN_NAME
+    name = path.resolve().name if kind == "folder" else "celeba"
+    return f"{kind}-{name}-s{size}-c{c}-".replace("{", "(").replace("}", ")") + RUN_NAME
 
 
 def load_data(args, device):

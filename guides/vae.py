@@ -65,8 +65,8 @@ class PointHead(nn.Module):
         return self.loc(h)
 
 
-def _mlp_encoder(hidden):
-    return nn.Sequential(mlp((784, *hidden)), nn.ReLU())
+def _mlp_encoder(vae, hidden):
+    return nn.Sequential(mlp((vae.x_dim, *hidden)), nn.ReLU())
 
 
 def _sizes(vae, hidden):
@@ -75,38 +75,38 @@ def _sizes(vae, hidden):
 
 def diag(vae, hidden=None):
     hidden = _sizes(vae, hidden)
-    return EncoderGuide(_mlp_encoder(hidden), DiagNormal(hidden[-1], vae.z_dim))
+    return EncoderGuide(_mlp_encoder(vae, hidden), DiagNormal(hidden[-1], vae.z_dim), x_dim=vae.x_dim)
 
 
 def conv(vae, hidden=None):
-    enc = ConvEncoder()
-    return EncoderGuide(enc, DiagNormal(enc.out_features, vae.z_dim))
+    enc = ConvEncoder(shape=vae.shape)
+    return EncoderGuide(enc, DiagNormal(enc.out_features, vae.z_dim), x_dim=vae.x_dim)
 
 
 def lowrank(vae, hidden=None, rank=4):
     hidden = _sizes(vae, hidden)
-    return EncoderGuide(_mlp_encoder(hidden), LowRankNormal(hidden[-1], vae.z_dim, rank))
+    return EncoderGuide(_mlp_encoder(vae, hidden), LowRankNormal(hidden[-1], vae.z_dim, rank), x_dim=vae.x_dim)
 
 
 def fullcov(vae, hidden=None):
     hidden = _sizes(vae, hidden)
-    return EncoderGuide(_mlp_encoder(hidden), FullCovNormal(hidden[-1], vae.z_dim))
+    return EncoderGuide(_mlp_encoder(vae, hidden), FullCovNormal(hidden[-1], vae.z_dim), x_dim=vae.x_dim)
 
 
 def iaf(vae, hidden=None, n_flows=2):
     hidden = _sizes(vae, hidden)
-    return EncoderGuide(_mlp_encoder(hidden), IAF(hidden[-1], vae.z_dim, n_flows))
+    return EncoderGuide(_mlp_encoder(vae, hidden), IAF(hidden[-1], vae.z_dim, n_flows), x_dim=vae.x_dim)
 
 
 def spline(vae, hidden=None, n_flows=2, count_bins=8):
     hidden = _sizes(vae, hidden)
-    return EncoderGuide(_mlp_encoder(hidden), Flow(hidden[-1], vae.z_dim, n_flows, kind="spline",
-                                                   count_bins=count_bins))
+    return EncoderGuide(_mlp_encoder(vae, hidden), Flow(hidden[-1], vae.z_dim, n_flows, kind="spline",
+                                                   count_bins=count_bins), x_dim=vae.x_dim)
 
 
 def delta(vae, hidden=None):
     hidden = _sizes(vae, hidden)
-    return EncoderGuide(_mlp_encoder(hidden), PointHead(hidden[-1], vae.z_dim))
+    return EncoderGuide(_mlp_encoder(vae, hidden), PointHead(hidden[-1], vae.z_dim), x_dim=vae.x_dim)
 
 
 GUIDES = {"diag": diag, "conv": conv, "lowrank": lowrank, "fullcov": fullcov, "iaf": iaf, "spline": spline,

@@ -197,3 +197,14 @@ def test_bad_folders_and_sizes_are_one_line(tmp_path, setup, args, message):
     proc = run_vae("--dataset", f"folder:{root}", "--smoke", "--out", tmp_path / "run", *args)
     assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_run_folders_are_named_from_the_data():
+    spec = __import__("importlib.util").util.spec_from_file_location("vae_example", ROOT / "examples" / "vae.py")
+    vae = __import__("importlib.util").util.module_from_spec(spec)
+    spec.loader.exec_module(vae)
+    names = {d: vae.run_template(vae.parse_args(["--dataset", d] + extra)).split("{")[0]
+             for d, extra in [("mnist", []), ("fashion-mnist", []), ("folder:/tmp/pics", ["--image-size", "64"]),
+                              ("celeba:/data/celeba", ["--channels", "1"])]}
+    assert names == {"mnist": "", "fashion-mnist": "fashion-", "folder:/tmp/pics": "folder-pics-s64-c3-",
+                     "celeba:/data/celeba": "celeba-celeba-s64-c1-"}
