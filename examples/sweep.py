@@ -233,7 +233,8 @@ def execute(cmd, out):
     with open(Path(out) / LOG, "a") as log:
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the log follows the run line by line
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env).returncode
     error = ""
     if rc:
         lines = [ln.strip() for ln in open(Path(out) / LOG, errors="replace") if ln.strip()]
