@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from pyro.infer import TraceEnum_ELBO, TraceGraph_ELBO  # noqa: E402
 
 from guides.ssvae import GUIDES, make_guide  # noqa: E402
-from ppl_models import experiment, plots  # noqa: E402
+from ppl_models import distributed, experiment, plots  # noqa: E402
 from ppl_models.data import N_TRAIN, labeled_indices, load_mnist  # noqa: E402
 from ppl_models.experiment import nonnegative_float, positive_int  # noqa: E402
 from ppl_models.ssvae import M2Objective, SSVAE  # noqa: E402
@@ -127,6 +127,9 @@ def figures(model, guide, test, pred, out):
 
 
 def main(args):
+    if distributed.launched() and args.seeds > 1:
+        raise experiment.Refused("under torchrun one command trains one model: --seeds above 1 trains several; "
+                                 "run one seed per command, or sweep the seeds with examples/sweep.py")
     if args.smoke:
         args.labeled = min(args.labeled, 100)
     data = load_mnist("mnist", experiment.device_of(args), "dynamic")

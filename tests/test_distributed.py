@@ -86,12 +86,15 @@ def test_an_example_trains_under_torchrun_and_rank_0_alone_writes(tmp_path):
     assert {"results.json", "checkpoint.pt", "samples.png"} <= {p.name for p in (tmp_path / "vae").iterdir()}
 
 
-@pytest.mark.parametrize("example, flags", [("cvae", []), ("guides_lab", ["--model", "vae"])])
+@pytest.mark.parametrize("example, flags", [("cvae", []), ("guides_lab", ["--model", "vae"]),
+                                            ("ssvae", ["--seeds", "2"])])
 def test_examples_that_cannot_train_data_parallel_say_why(example, flags, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "examples" / f"{example}.py"), "--smoke", "--out", str(tmp_path), *flags]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
-    assert proc.returncode != 0 and "does not train data-parallel" in proc.stderr
+    assert proc.returncode != 0 and ("does not train data-parallel" in proc.stderr or
+                                     "under torchrun one command trains one model" in proc.stderr)
+    assert not (tmp_path / "seed0" / "checkpoint.pt").exists()  # refused before training
     assert "ppl_models/" not in proc.stderr and "examples/" + example not in proc.stderr.split("error:")[0]
     # (torchrun prints its own report of the failed children; the examples print one line each)
