@@ -13,6 +13,13 @@ the global batch's gradient, as one process would have it, up to float rounding 
 (each rank draws its own). Rank 0 alone validates (broadcasting the figures, so every rank stops at
 the same epoch), writes checkpoints, metrics, figures and ``results.json``; the other ranks end when
 training ends, and rank 0 scores the test set alone, exactly as one process does.
+
+Data-parallel: ``vae.py``, ``ssvae.py`` (one seed per command), ``draw.py``, ``vrnn.py``, ``seqvae.py``:
+one model, one objective that is a sum over the batch's examples. Refused in one line: ``cvae.py``
+(it trains the baseline network and then the CVAE, one after another), ``ae_vs_vae.py`` (an autoencoder
+and a VAE per latent size), ``guides_lab.py`` (a model per guide, then per-image refinement): several
+trainings in one command; sweep them with ``examples/sweep.py`` instead. Tested on CPUs with gloo
+(``tests/test_distributed.py``); the NCCL path has not run here, for want of several GPUs.
 """
 import os
 import sys
