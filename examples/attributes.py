@@ -19,7 +19,6 @@ Writes ``<run>/attributes/<name>.png`` and ``attributes.json``.
 """
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import matplotlib

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from pyro.infer import Trace_ELBO  # noqa: E402
 
 from guides.seqvae import GUIDES, make_guide  # noqa: E402
-from ppl_models import experiment, fidelity, plots  # noqa: E402
+from ppl_models import experiment, plots  # noqa: E402
 from ppl_models.data import N_TRAIN, Batches  # noqa: E402
 from ppl_models.evaluate import evaluate  # noqa: E402
 from ppl_models.experiment import positive_int  # noqa: E402

@@ -180,8 +180,8 @@ def test_cvae_hybrid_weight_at_an_end_is_rejected(tmp_path):
 
 
 def readme_commands():
-    """``(script, flags)`` of every ``python examples/NAME.py ...`` in the README, inline or in a block."""
-    text = (ROOT / "README.md").read_text()
+    """``(script, flags)`` of every ``python examples/NAME.py ...`` in the README and the results page."""
+    text = (ROOT / "README.md").read_text() + "\n" + (ROOT / "examples" / "README.md").read_text()
     found = [c.replace("\n", " ") for c in re.findall(r"`(python examples/[^`]+)`", text)]
     found += re.findall(r"^(?:.*&& )?(python examples/.+?)(?:\s+#.*)?$", text, flags=re.M)
     commands = set()

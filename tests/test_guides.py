@@ -1,6 +1,8 @@
 """Every registered guide of every model, built the one way (``GUIDES[name](model, hidden)``), is
 scored by the shared evaluator and, where the model's figures need it, encodes: a guide that traces
 but cannot be evaluated or encoded after training fails here, not after a long run."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -102,3 +104,38 @@ def test_seqvae_guides_evaluate_and_encode(name):
 def test_unknown_guide_names_the_registered_ones():
     with pytest.raises(ValueError, match=r"unknown guide 'gauss'; choose one of \['conv', 'delta', 'diag'"):
         guides.vae.make_guide("gauss", VAE(4, (16,)))
+
+
+def test_the_readme_recipe_for_a_new_guide_works_as_written(tmp_path):
+    """The front page's "Add a guide" code, added to guides/vae.py as the text says, gives a guide the
+    evaluator scores and that encodes, and examples/vae.py trains it by name."""
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text()
+    section = text.split("## Add a guide or a model", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace = dict(vars(guides.vae))
+    registry = dict(guides.vae.GUIDES)
+    namespace["GUIDES"] = registry
+    exec(code, namespace)
+    new = set(registry) - set(guides.vae.GUIDES)
+    assert len(new) == 1
+    name = new.pop()
+    model = VAE(4, (16,))
+    guide = registry[name](model)
+    assert guide.encode(images()).shape == (B, 4)
+    check(evaluate(model, guide, images(), num_samples=3, particles="plate"))
+    shutil.copytree(root / "guides", tmp_path / "guides")  # the file edited as the README says
+    with open(tmp_path / "guides" / "vae.py", "a") as f:
+        f.write("\n\n" + code)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)])}
+    proc = subprocess.run([sys.executable, str(root / "examples" / "vae.py"), "--guide", name, "--smoke",
+                           "--out", str(tmp_path / "run"), "--no-progress"], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["settings"]["guide"] == name
