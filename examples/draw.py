@@ -67,6 +67,7 @@ def main(args):
     eval_epoch = experiment.load_best(run, model, guide)
     metrics = experiment.score(run, model, guide, test.x, labels(test))
     figures(model, run.out, run.device, args)
+
     def generate(y):  # the final canvas sigmoid(c_T)
         return model.generate(len(y), y if n_classes else None, run.device)[0][-1]
 

@@ -118,8 +118,10 @@ def main(args):
     eval_epoch = experiment.load_best(run, model, guide)
     metrics = experiment.score(run, model, guide, test["x"], label(test), lengths=test["lengths"])
     figures(model, test, run.out, args, conditional)
-    judged, details = fidelity.judge(run, lambda y: as_images(model, len(y), y if conditional else None, test, args),
-                                     conditional=conditional)
+    def generate(y):  # len(y) samples as images; of the digits y when conditional
+        return as_images(model, len(y), y if conditional else None, test, args)
+
+    judged, details = fidelity.judge(run, generate, conditional=conditional)
     if args.data == "strokes":  # the ceiling: how well the judge reads real test digits drawn the same way
         n = metrics["eval_images"]
         real = fidelity.strokes_to_images(integer_offsets(test["x"][:n])).to(run.device)

@@ -30,7 +30,8 @@ EXTENSIONS = (".png", ".jpg", ".jpeg")
 CACHE_VERSION = 1
 SPLIT_SEED = 0
 FRACTIONS = (0.8, 0.1, 0.1)
-CELEBA_IMAGES, CELEBA_ATTRIBUTES, CELEBA_PARTITION = "img_align_celeba", "list_attr_celeba.txt", "list_eval_partition.txt"
+CELEBA_IMAGES = "img_align_celeba"
+CELEBA_ATTRIBUTES, CELEBA_PARTITION = "list_attr_celeba.txt", "list_eval_partition.txt"
 
 
 def parse_dataset(spec):

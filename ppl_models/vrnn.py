@@ -28,9 +28,11 @@ every part of the story, so that nothing the model draws can forget it::
     x_t ~ emission(phi_z(z_t), h_{t-1}, y)               the emission sees it
     h_t = LSTM(h_{t-1}, [phi_x(x_t), phi_z(z_t), y])     the recurrence is fed it at every step
 
-(and the guide sees it). Fed only to the prior and the emission, with h_0 = 0, the label was
-ignored: from the first inked row on, h_{t-1} says which digit is being drawn and the networks learn to
-read the digit from h, so a sample from an empty start is whatever digit its first rows suggest. Emissions: ``"bernoulli"`` for MNIST rows (28 steps of 28 pixels) and
+(and the guide sees it). Fed only to the prior and the emission, with h_0 = 0, the label is
+ignored: from the first inked row on, h_{t-1} says which digit is being drawn and the networks learn
+to read the digit from h, so a sample from an empty start is whatever digit its first rows suggest.
+
+Emissions: ``"bernoulli"`` for MNIST rows (28 steps of 28 pixels) and
 ``"strokes"`` for pen strokes, a Gaussian over the pen offset (dx, dy) and Bernoulli pen flags
 (end of stroke, end of digit). Variable lengths are handled by masking the steps past each
 sequence's end (``lengths``). ``beta`` weights the latent sites in model and guide alike
