@@ -121,14 +121,11 @@ def main(args):
     def generate(y):  # len(y) samples as images; of the digits y when conditional
         return as_images(model, len(y), y if conditional else None, test, args)
 
-    judged, details = fidelity.judge(run, generate, conditional=conditional)
-    if args.data == "strokes":  # the ceiling: how well the judge reads real test digits drawn the same way
+    reference = None
+    if args.data == "strokes":  # the test digits' own strokes, drawn the same way
         n = metrics["eval_images"]
-        real = fidelity.strokes_to_images(integer_offsets(test["x"][:n])).to(run.device)
-        judge, _ = fidelity.load_classifier(run.device, smoke=args.smoke)
-        judged["judge_error_on_drawn_test_strokes"] = (judge.predict(real) != test["y"][:n]).float().mean().item()
-        print(f"the judge misreads {100 * judged['judge_error_on_drawn_test_strokes']:.1f}% of the first {n} "
-              "test digits' own strokes drawn the same way")
+        reference = fidelity.strokes_to_images(integer_offsets(test["x"][:n])).to(run.device), test["y"][:n]
+    judged, details = fidelity.judge(run, generate, conditional=conditional, reference=reference)
     return experiment.finish(run, {**metrics, **judged}, history, eval_epoch, model=NAMES[args.prior],
                              samples_judged=details)
 

@@ -25,13 +25,17 @@ def _predict(classifier, images):
     return classifier.predict(images.reshape(len(images), 784).float())
 
 
-def label_fidelity(generate, classifier, per_class=100, n_classes=N_CLASSES, chunk=250, device="cpu"):
+def _draw(generate, y, device, chunk=250):
+    """``generate`` called on chunks of ``y``: ``[len(y), 784]`` images on ``device``."""
+    with torch.no_grad():
+        return torch.cat([generate(y[i:i + chunk]).to(device).reshape(-1, 784) for i in range(0, len(y), chunk)])
+
+
+def label_fidelity(generate, classifier, per_class=100, n_classes=N_CLASSES, device="cpu"):
     """Share of samples classified as the digit requested, per class and overall, and the confusion
     matrix (rows: requested, columns: classified)."""
     y = torch.arange(n_classes, device=device).repeat_interleave(per_class)
-    with torch.no_grad():
-        pred = torch.cat([_predict(classifier, generate(y[i:i + chunk]).to(device))
-                          for i in range(0, len(y), chunk)])
+    pred = _predict(classifier, _draw(generate, y, device))
     confusion = torch.bincount(y * n_classes + pred, minlength=n_classes ** 2).reshape(n_classes, n_classes)
     per = (confusion.diagonal().float() / per_class).tolist()
     return {"overall": sum(per) / n_classes, "per_class": per, "samples_per_class": per_class,
@@ -52,11 +56,12 @@ def strokes_to_images(sequences, absolute_coords=False):
     return torch.stack([torch.from_numpy(render(s, absolute_coords)).float().reshape(784) for s in seqs])
 
 
-def judge(run, generate, conditional, per_class=100, smoke_per_class=5):
+def judge(run, generate, conditional, per_class=100, smoke_per_class=5, reference=None):
     """For an example's run: load the classifier (the smoke-sized one for ``--smoke``), measure label
     fidelity (``conditional``) or the class histogram of ``10 * per_class`` samples, print one line,
     and return ``(metrics, details)``: scalars for ``results.json``'s ``metrics`` and the full record.
-    Sampling is seeded with the run's seed."""
+    Sampling is seeded with the run's seed. ``reference=(images, labels)``: real images drawn the way
+    the samples are (e.g. strokes rendered); the judge's error on them is the ceiling of the figure."""
     smoke = run.args.smoke
     per_class = smoke_per_class if smoke else per_class
     classifier, info = load_classifier(run.device, smoke=smoke)
@@ -70,12 +75,14 @@ def judge(run, generate, conditional, per_class=100, smoke_per_class=5):
         metrics = {"label_fidelity": r["overall"]}
     else:
         y = torch.zeros(10 * per_class, dtype=torch.long, device=run.device)
-        with torch.no_grad():
-            images = torch.cat([generate(y[i:i + 250]).to(run.device).reshape(-1, 784)
-                                for i in range(0, len(y), 250)])
-        r = class_histogram(images, classifier)
+        r = class_histogram(_draw(generate, y, run.device), classifier)
         print(f"classes of {r['n']} samples (digits 0-9): {' '.join(map(str, r['counts']))}; "
               f"the judge's own test error {100 * err:.2f}%")
         metrics = {"classes_covered": r["classes_covered"], "largest_class_share": r["largest_share"]}
     metrics["judge_test_error"] = err
+    if reference is not None:
+        images, labels = reference
+        metrics["judge_error_on_reference"] = (_predict(classifier, images) != labels).float().mean().item()
+        print(f"the judge misreads {100 * metrics['judge_error_on_reference']:.1f}% of {len(images)} real "
+              "images drawn the same way (the ceiling of the figure)")
     return metrics, {**r, "judge": {k: info[k] for k in ("version", "smoke", "test_error", "test_images")}}
