@@ -33,7 +33,7 @@ from ppl_models.classifier import load_classifier  # noqa: E402
 from ppl_models.experiment import Parser, Refused, positive_int  # noqa: E402
 from ppl_models.images import parse_dataset, read_celeba_lists  # noqa: E402
 from ppl_models.morpho import MEASURES, measure  # noqa: E402
-from ppl_models.train import BEST, CHECKPOINT, load_checkpoint  # noqa: E402
+from ppl_models.train import BEST, CHECKPOINT, read_checkpoint  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent
 K = np.linspace(-2, 2, 9)
@@ -64,7 +64,8 @@ def load_vae_run(folder, device):
     spec = importlib.util.spec_from_file_location("vae_example", EXAMPLES / "vae.py")
     vae_example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(vae_example)
-    settings = torch.load(path, map_location="cpu", weights_only=False).get("settings") or {}
+    ckpt = read_checkpoint(path)
+    settings = ckpt.get("settings") or {}
     if "decoder" not in settings or "guide" not in settings:
         raise Refused(f"{path} is not a checkpoint of examples/vae.py")
     args = vae_example.parse_args([])
@@ -72,8 +73,10 @@ def load_vae_run(folder, device):
     shape = vae_example.shape_of(args)
     model = vae_example.VAE(args.z_dim, tuple(args.hidden), args.decoder, args.likelihood, args.sigma, shape)
     guide = vae_example.make_guide(args.guide, model)
+    model.load_state_dict(ckpt["model"])
+    guide.load_state_dict(ckpt["guide"])
     model, guide = model.to(device), guide.to(device)
-    epoch = load_checkpoint(path, model, guide, settings=settings)["epoch"]
+    epoch = ckpt["epoch"]
     model.eval(), guide.eval()
     return model, guide, args, vae_example, epoch
 
@@ -83,9 +86,10 @@ def codes(guide, x, batch=1000):
         return torch.cat([guide.encode(x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
-def vector(c, has):
-    """Mean code of the images with the attribute minus the mean code of those without."""
-    return c[has].mean(0) - c[~has].mean(0)
+def vector(c, has, has_not=None):
+    """Mean code of the images with the attribute minus the mean code of those without (``has_not``,
+    by default all the others)."""
+    return c[has].mean(0) - c[~has if has_not is None else has_not].mean(0)
 
 
 def walk(model, c, v):
@@ -156,8 +160,8 @@ def main(args):
         for name in names:
             values = measure(pool.x, name)
             lo, hi = np.nanpercentile(values, [25, 75])
-            top, bottom = torch.from_numpy(values >= hi), torch.from_numpy(values <= lo)
-            v = c_pool[top.to(device)].mean(0) - c_pool[bottom.to(device)].mean(0)
+            top, bottom = torch.from_numpy(values >= hi).to(device), torch.from_numpy(values <= lo).to(device)
+            v = vector(c_pool, top, bottom)
             figure(model, c_test[:args.rows], v, out / f"{name}.png", name, grid)
             r = check(model, c_test[:n_check], v, name, judge)
             r.update(quartiles=[float(lo), float(hi)], vector_norm=float(v.norm()), measured_on=len(values))

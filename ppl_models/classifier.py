@@ -15,7 +15,6 @@ CPU thread, when the cache has none); ``python -m ppl_models.classifier`` trains
 its errors. ``smoke=True`` is a seconds-long version on 6,000 images, cached apart, for tests.
 """
 import argparse
-import os
 import sys
 import time
 
@@ -24,6 +23,7 @@ from torch import nn
 from torch.nn.functional import cross_entropy
 
 from ppl_models.data import cache_dir, load_mnist
+from ppl_models.train import atomic_save
 
 VERSION = 1
 EPOCHS = 4
@@ -102,9 +102,7 @@ def train_classifier(smoke=False, epochs=EPOCHS, seed=0, device="cpu", log=print
         f"({info['train_seconds']:.0f} s)")
     path = path_of(smoke)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}, "info": info}, tmp)
-    os.replace(tmp, path)
+    atomic_save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}, "info": info}, path)
     net.eval()
     return net, info
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ppl_models.data import DataError, Split, cache_dir
+from ppl_models.train import atomic_save
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 CACHE_VERSION = 1
@@ -66,7 +67,8 @@ def _key(files, size, channels, extra=()):
     return h.hexdigest()[:20]
 
 
-def _decode_all(files, size, channels, log):
+def _decode_all(files, size, channels):
+    """``{"x": [N, C, size, size] uint8, "files": the decoded ones, "skipped": how many were not}``."""
     images, kept, skipped = [], [], 0
     for f in files:
         try:
@@ -75,7 +77,7 @@ def _decode_all(files, size, channels, log):
         except Exception:  # not an image after all, truncated, an unknown mode...
             skipped += 1
     x = torch.from_numpy(np.stack(images)) if images else torch.zeros(0, channels, size, size, dtype=torch.uint8)
-    return x, kept, skipped
+    return {"x": x, "files": kept, "skipped": skipped}
 
 
 def _cached(key, build, log):
@@ -87,9 +89,7 @@ def _cached(key, build, log):
             log(f"image cache {path} unreadable ({err}); decoding again")
     record = build()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(record, tmp)
-    os.replace(tmp, path)
+    atomic_save(record, path)
     return record
 
 
@@ -107,8 +107,7 @@ def read_folder(root, size, channels, log=print):
     others = len(every) - len(files)
     if not files:
         raise DataError(f"folder:{root}: no PNG or JPEG images there ({len(every)} other files)")
-    record = _cached(_key(files, size, channels),
-                     lambda: dict(zip(("x", "files", "skipped"), _decode_all(files, size, channels, log))), log)
+    record = _cached(_key(files, size, channels), lambda: _decode_all(files, size, channels), log)
     skipped = record["skipped"] + others
     if skipped:
         warn(f"folder:{root}: {skipped} of {len(every)} files skipped ({others} not PNG/JPEG, "
@@ -182,8 +181,7 @@ def load_celeba(root, size, channels, device="cpu", log=print):
     files = [root / CELEBA_IMAGES / n for n in names]
     present = [f for f in files if f.exists()]
     key = _key(present, size, channels, extra=[root / CELEBA_ATTRIBUTES, root / CELEBA_PARTITION])
-    record = _cached(key, lambda: dict(zip(("x", "files", "skipped"), _decode_all(present, size, channels, log))),
-                     log)
+    record = _cached(key, lambda: _decode_all(present, size, channels), log)
     lost = len(files) - len(record["files"])
     if lost:
         warn(f"celeba:{root}: {lost} of {len(files)} listed images skipped (absent or unreadable)")
