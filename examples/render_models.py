@@ -15,6 +15,7 @@ import torch
 
 from ppl_models.cvae import CVAE, Baseline, missing_mask, observe
 from ppl_models.draw import DRAW
+from ppl_models.linear_gaussian import LinearGaussian
 from ppl_models.seqvae import SeqVAE
 from ppl_models.ssvae import SSVAE
 from ppl_models.vae import VAE
@@ -26,6 +27,7 @@ def models():
     x = torch.rand(3, 784).bernoulli()
     missing = missing_mask(2).expand(3, 784)
     return {
+        "linear_gaussian": (LinearGaussian().model, (torch.randn(3, 3),)),
         "vae": (VAE(4, (8,)).model, (x,)),
         "vae_gaussian": (VAE(4, (8,), likelihood="gaussian").model, (torch.rand(3, 784),)),
         "ssvae": (SSVAE(4, (8,)).model, (x, None)),

@@ -12,7 +12,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
-from linear_gaussian import ExactPosteriorGuide, LinearGaussian
+from ppl_models.linear_gaussian import ExactPosteriorGuide, LinearGaussian
 from test_examples import SMOKE
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ from torch import nn
 import guides.vae
 from guides.heads import DiagNormal, FullCovNormal
 from guides.vae import EncoderGuide
-from linear_gaussian import LinearGaussian
+from ppl_models.linear_gaussian import LinearGaussian
 from ppl_models.evaluate import evaluate
 from ppl_models.refine import fixed_noise_elbo, inference_gaps, refine
 from ppl_models.vae import VAE

@@ -1,7 +1,10 @@
-"""A tiny linear-Gaussian model/guide pair with closed forms, following the project's contract.
+"""The linear-Gaussian model: the one VAE-shaped model whose marginal likelihood, posterior and ELBO
+are known in closed form. The tests check the evaluator and the ELBO estimators against it, and the
+first notebook of the teaching path (``examples/notebooks/``) measures the ELBO's gaps on it exactly.
 
     p(z) = N(0, I_k),  p(x | z) = N(W z + b, s^2 I_d)  =>  p(x) = N(b, W W^T + s^2 I_d)
-    q(z | x) = N(A x + c, diag(t^2))
+    p(z | x) = N(m(x), S),  S = (I + W^T W / s^2)^-1,  m(x) = S W^T (x - b) / s^2
+    q(z | x) = N(A x + c, diag(t^2))      (LinearGuide: amortised, mean-field)
 """
 import math
 
