@@ -1,13 +1,16 @@
 """Figures: sample grids, reconstructions, 2-D latent scatter, manifold grid, interpolation, loss curves.
 
-Every function takes tensors/arrays and a ``path`` and writes one PNG (matplotlib, Agg backend).
+Every function takes tensors/arrays and a ``path`` and writes one PNG (matplotlib; the Agg backend outside a notebook).
 """
 import csv
+import os
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules and "MPLBACKEND" not in os.environ:
+    matplotlib.use("Agg")  # files only, no window; a notebook keeps its inline figures
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
