@@ -180,8 +180,12 @@ def test_cvae_hybrid_weight_at_an_end_is_rejected(tmp_path):
 
 
 def readme_commands():
-    """``(script, flags)`` of every ``python examples/NAME.py ...`` in the README and the results page."""
+    """``(script, flags)`` of every ``python examples/NAME.py ...`` in the README, the results page and
+    the lessons' text."""
     text = (ROOT / "README.md").read_text() + "\n" + (ROOT / "examples" / "README.md").read_text()
+    for lesson in sorted((ROOT / "examples" / "notebooks").glob("*.ipynb")):
+        cells = json.loads(lesson.read_text())["cells"]
+        text += "\n" + "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
     found = [c.replace("\n", " ") for c in re.findall(r"`(python examples/[^`]+)`", text)]
     found += re.findall(r"^(?:.*&& )?(python examples/.+?)(?:\s+#.*)?$", text, flags=re.M)
     commands = set()
