@@ -5,8 +5,15 @@ ten labels explicitly, timed in one run (interleaved blocks, median).
     python examples/benchmark_ssvae.py
 
 One "step" is one unlabelled batch and one labelled batch, as in ``examples/ssvae.py``.
+
+    python examples/benchmark_ssvae.py --from-run results/ssvae/RUN --denormals
+
+times the Pyro step of a trained run (from its checkpoint: model, guide and Adam state) with denormal
+floats kept against flushed to zero, which every example does (``experiment.device_of``): a trained
+decoder's saturated outputs make gradients and Adam moments denormal, and the CPU slows down on them.
 """
 import argparse
+import copy
 import json
 import math
 from pathlib import Path
@@ -17,10 +24,10 @@ from torch.nn.functional import binary_cross_entropy_with_logits, cross_entropy,
 
 from guides.ssvae import make_guide
 from ppl_models.benchmark import time_interleaved
-from ppl_models.data import load_mnist
+from ppl_models.data import N_TRAIN, labeled_indices, load_mnist
 from ppl_models.ssvae import N_CLASSES, M2Objective, SSVAE, cat_label
 from ppl_models.experiment import device_name
-from ppl_models.train import resolve_device
+from ppl_models.train import read_checkpoint, resolve_device
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -60,6 +67,10 @@ def parser():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", type=device_name, default="cpu")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--from-run", help="a trained ssvae run folder: start from its checkpoint (its settings "
+                   "replace --guide, --z-dim, --hidden and --alpha)")
+    p.add_argument("--denormals", action="store_true", help="time the Pyro step with denormals kept against "
+                   "flushed to zero (instead of Pyro against hand-written)")
     p.add_argument("--out", default="results/benchmark_ssvae")
     p.add_argument("--smoke", action="store_true")
     return p
@@ -68,6 +79,10 @@ def parser():
 def main(args):
     if args.threads:
         torch.set_num_threads(args.threads)
+    checkpoint = read_checkpoint(Path(args.from_run) / "checkpoint.pt") if args.from_run else None
+    if checkpoint:
+        settings = checkpoint["settings"]
+        args.guide, args.z_dim, args.hidden, args.alpha = (settings[k] for k in ("guide", "z_dim", "hidden", "alpha"))
     if args.smoke:
         args.steps, args.repeats = 2, 1
     device = resolve_device(args.device)
@@ -77,19 +92,19 @@ def main(args):
     x = torch.bernoulli(train.x[:2 * bs * args.steps]).reshape(args.steps, 2, bs, 784)
     y = train.y[:2 * bs * args.steps].reshape(args.steps, 2, bs)
     pairs = [(x[i, 0], x[i, 1], y[i, 1]) for i in range(args.steps)]  # (unlabelled, labelled, labels)
+    if checkpoint:  # the run's own labelled images (a trained classifier is sure of them), cycled
+        lab, _ = labeled_indices(train.y[:N_TRAIN], checkpoint["settings"]["labeled"], seed=checkpoint["settings"]["seed"])
+        lab = lab.to(device)[torch.arange(bs * args.steps, device=device) % len(lab)].reshape(args.steps, bs)
+        pairs = [(xu, torch.bernoulli(train.x[i]), train.y[i]) for (xu, _, _), i in zip(pairs, lab)]
     model = SSVAE(args.z_dim, (args.hidden,)).to(device)
     guide = make_guide(args.guide, model).to(device)
     opt = torch.optim.Adam(list(model.parameters()) + list(guide.parameters()), lr=1e-3)
     objective = M2Objective(guide.classifier, args.alpha)
+    if checkpoint:
+        model.load_state_dict(checkpoint["model"]), guide.load_state_dict(checkpoint["guide"])
+        opt.load_state_dict(checkpoint["optimizer"])
 
-    def pyro_step(xu, xl, yl):
-        with pyro.validation_enabled(False):
-            objective.loss_and_grads(model.model, guide.guide, xu)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            objective.loss_and_grads(model.model, guide.guide, xl, yl)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+    pyro_step = m2_step(model, guide, opt, objective)
 
     def torch_step(xu, xl, yl):
         for x, y in ((xu, None), (xl, yl)):
@@ -97,6 +112,8 @@ def main(args):
             opt.step()
             opt.zero_grad(set_to_none=True)
 
+    if args.denormals:
+        return time_denormals((model, guide, opt), pairs, args, device)
     xu, xl, yl = pairs[0]
     with torch.no_grad():
         a = [sum(objective.loss(model.model, guide.guide, *b) for _ in range(10)) / 10 for b in ((xu,), (xl, yl))]
@@ -117,6 +134,42 @@ def main(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def m2_step(model, guide, opt, objective):
+    def step(xu, xl, yl):
+        with pyro.validation_enabled(False):
+            for batch in ((xu,), (xl, yl)):
+                objective.loss_and_grads(model.model, guide.guide, *batch)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+    return step
+
+
+def time_denormals(trained, pairs, args, device):
+    """Each variant trains its own copy of the run (once flushed, a copy holds no denormals to time)."""
+    def with_flush(flush):
+        model, guide, opt = copy.deepcopy(trained)
+        step = m2_step(model, guide, opt, M2Objective(guide.classifier, args.alpha))
+
+        def flushed_or_not(*batch):
+            torch.set_flush_denormal(flush)
+            step(*batch)
+        return flushed_or_not
+
+    timed = time_interleaved({"kept": with_flush(False), "flushed": with_flush(True)}, pairs, args.repeats, device)
+    med = {k: v["median"] for k, v in timed.items()}
+    print(f"M2 step of {args.from_run or 'an untrained model'}, guide {args.guide}, {device}, "
+          f"{torch.get_num_threads()} threads, median of {args.repeats} blocks of {args.steps}:")
+    print(f"  denormals kept          {1e3 * med['kept']:.1f} ms")
+    print(f"  denormals flushed to 0  {1e3 * med['flushed']:.1f} ms")
+    print(f"  ratio kept / flushed    {med['kept'] / med['flushed']:.2f}")
+    result = {"ms_kept": 1e3 * med["kept"], "ms_flushed": 1e3 * med["flushed"], "ratio": med["kept"] / med["flushed"],
+              "run": args.from_run, "device": str(device), "threads": torch.get_num_threads()}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "denormals.json").write_text(json.dumps(result, indent=1))
     return result
 
 

@@ -69,6 +69,13 @@ def test_vae_variants(extra, tmp_path):
         assert {"latent.png", "manifold.png"} <= files
 
 
+def test_ssvae_benchmark_times_a_trained_run_with_and_without_denormals(tmp_path):
+    run_example("ssvae", tmp_path / "run", "--no-progress")
+    out = run_example("benchmark_ssvae", tmp_path / "bench", "--from-run", str(tmp_path / "run"), "--denormals")
+    timed = json.loads((tmp_path / "bench" / "denormals.json").read_text())
+    assert timed["ms_kept"] > 0 and timed["ms_flushed"] > 0 and "ratio kept / flushed" in out
+
+
 def refused(script, *args, cwd=ROOT):
     """Run an example that must refuse: exit status 2, one line on stderr, no traceback."""
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / f"{script}.py"), *args],
