@@ -26,7 +26,7 @@ from guides.ssvae import make_guide
 from ppl_models.benchmark import time_interleaved
 from ppl_models.data import N_TRAIN, labeled_indices, load_mnist
 from ppl_models.ssvae import N_CLASSES, M2Objective, SSVAE, cat_label
-from ppl_models.experiment import device_name
+from ppl_models.experiment import cli, device_name
 from ppl_models.train import read_checkpoint, resolve_device
 
 LOG_2PI = math.log(2 * math.pi)
@@ -174,4 +174,4 @@ def time_denormals(trained, pairs, args, device):
 
 
 if __name__ == "__main__":
-    main(parser().parse_args())
+    cli(main, parser().parse_args)

@@ -156,9 +156,10 @@ def device_of(args):
     """The device ``--device`` names (``auto``: CUDA when present), after setting ``--threads`` and
     flushing denormal floats to zero; an unavailable device is refused.
 
-    A trained decoder's saturated outputs give gradients and Adam moments below 1e-38 (denormals),
-    which x86 CPUs compute many times slower than normal floats; as zeros they change nothing
-    measurable (`examples/benchmark_ssvae.py --denormals` times a trained M2 step both ways)."""
+    A trained network's saturated outputs (M2's classifier on its labelled images) give gradients and
+    Adam moments below 1e-38 (denormals), which x86 CPUs compute many times slower than normal
+    floats; as zeros they change nothing measurable (``examples/benchmark_ssvae.py --denormals``
+    times a trained M2 step both ways)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # False (and no effect) where the CPU cannot
