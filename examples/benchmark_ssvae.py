@@ -103,6 +103,8 @@ def main(args):
     if checkpoint:
         model.load_state_dict(checkpoint["model"]), guide.load_state_dict(checkpoint["guide"])
         opt.load_state_dict(checkpoint["optimizer"])
+    if args.denormals:
+        return time_denormals((model, guide, opt), pairs, args, device)
 
     pyro_step = m2_step(model, guide, opt, objective)
 
@@ -112,8 +114,6 @@ def main(args):
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-    if args.denormals:
-        return time_denormals((model, guide, opt), pairs, args, device)
     xu, xl, yl = pairs[0]
     with torch.no_grad():
         a = [sum(objective.loss(model.model, guide.guide, *b) for _ in range(10)) / 10 for b in ((xu,), (xl, yl))]
