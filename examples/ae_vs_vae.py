@@ -8,20 +8,16 @@ The autoencoder's codes leave holes that decode to nonsense; the VAE's fill the 
 
     python examples/ae_vs_vae.py            # writes results/ae_vs_vae/<run>/ae_vs_vae.png
 """
-import matplotlib
+import pyro
+import torch
+from pyro.infer import Trace_ELBO
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pyro  # noqa: E402
-import torch  # noqa: E402
-from pyro.infer import Trace_ELBO  # noqa: E402
-
-from guides.vae import make_guide  # noqa: E402
-from ppl_models import experiment  # noqa: E402
-from ppl_models.data import Minibatches, load_mnist  # noqa: E402
-from ppl_models.experiment import positive_int  # noqa: E402
-from ppl_models.plots import save_figure, tile  # noqa: E402
-from ppl_models.vae import VAE  # noqa: E402
+from guides.vae import make_guide
+from ppl_models.data import Minibatches, load_mnist
+from ppl_models.runs import experiment
+from ppl_models.runs.experiment import positive_int
+from ppl_models.runs.plots import plt, save_figure, tile
+from ppl_models.vae import VAE
 
 KINDS = {"autoencoder": ("delta", 0.0), "VAE": ("diag", 1.0)}
 
@@ -61,9 +57,7 @@ def main(args):
     run = experiment.start(args, "ae_vs_vae", "z" + "-".join(map(str, args.z_dims)) + "-h" +
                            "-".join(map(str, args.hidden)),
                            serial_only="it trains an autoencoder and a VAE for every latent size, one after another")
-    train, valid, test = load_mnist("mnist", run.device, "dynamic", seed=args.seed)
-    if args.smoke:
-        train, test = train.subset(slice(0, 300)), test.subset(slice(0, 200))
+    train, valid, test = experiment.smoke_subsets(args, *load_mnist("mnist", run.device, "dynamic", seed=args.seed))
     x_test, y_test = test.x[:5000], test.y[:5000].cpu()
     fig, axes = plt.subplots(len(args.z_dims), 4, figsize=(16, 4.2 * len(args.z_dims)), squeeze=False)
     metrics, history = {}, []

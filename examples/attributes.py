@@ -9,33 +9,27 @@ For attribute a, with codes c(x) = the guide's representative code of q(z | x) (
 
 and the figure decodes c(x) + k v_a for test images x (rows) and k from -2 to 2 (columns).
 MNIST has no attribute file: thickness and slant are measured on the images themselves with the
-Morpho-MNIST definitions (``ppl_models/morpho.py``), and "has" / "has not" are the top and bottom
+Morpho-MNIST definitions (``ppl_models/data/morpho.py``), and "has" / "has not" are the top and bottom
 quartiles of ``--measure-images`` validation images. CelebA's 40 binary attributes come from its
 attribute file. On MNIST the vector is then checked: for ``--check-images`` test images and each k,
 the *measured* attribute of the decoded image against k (Spearman's rho per image, averaged; the mean
 change per unit k from a least-squares line), and the share of decoded images whose class (read by
-the project's digit classifier, ``ppl_models/classifier.py``) is that of the decoded code at k = 0.
+the project's digit classifier, ``ppl_models/judge/classifier.py``) is that of the decoded code at k = 0.
 Writes ``<run>/attributes/<name>.png`` and ``attributes.json``.
 """
-import importlib.util
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from scipy.stats import spearmanr
 
-matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy.stats import spearmanr  # noqa: E402
+from ppl_models.data.images import parse_dataset, read_celeba_lists
+from ppl_models.data.morpho import MEASURES, measure
+from ppl_models.judge.classifier import load_classifier
+from ppl_models.runs import experiment, plots
+from ppl_models.runs.experiment import Parser, Refused, positive_int
 
-from ppl_models import experiment, plots  # noqa: E402
-from ppl_models.classifier import load_classifier  # noqa: E402
-from ppl_models.experiment import Parser, Refused, positive_int  # noqa: E402
-from ppl_models.images import parse_dataset, read_celeba_lists  # noqa: E402
-from ppl_models.morpho import MEASURES, measure  # noqa: E402
-from ppl_models.train import BEST, CHECKPOINT, read_checkpoint  # noqa: E402
-
-EXAMPLES = Path(__file__).resolve().parent
 K = np.linspace(-2, 2, 9)
 
 
@@ -53,32 +47,6 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--smoke", action="store_true", help="a few images, for the tests")
     return p.parse_args(argv)
-
-
-def load_vae_run(folder, device):
-    """The VAE, its guide and its settings from a run folder of examples/vae.py (best checkpoint)."""
-    folder = Path(folder)
-    path = folder / BEST if (folder / BEST).exists() else folder / CHECKPOINT
-    if not path.exists():
-        raise Refused(f"{folder}: no {CHECKPOINT} there; train a VAE with examples/vae.py first")
-    spec = importlib.util.spec_from_file_location("vae_example", EXAMPLES / "vae.py")
-    vae_example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(vae_example)
-    ckpt = read_checkpoint(path)
-    settings = ckpt.get("settings") or {}
-    if "decoder" not in settings or "guide" not in settings:
-        raise Refused(f"{path} is not a checkpoint of examples/vae.py")
-    args = vae_example.parse_args([])
-    vars(args).update(settings)
-    shape = vae_example.shape_of(args)
-    model = vae_example.VAE(args.z_dim, tuple(args.hidden), args.decoder, args.likelihood, args.sigma, shape)
-    guide = vae_example.make_guide(args.guide, model)
-    model.load_state_dict(ckpt["model"])
-    guide.load_state_dict(ckpt["guide"])
-    model, guide = model.to(device), guide.to(device)
-    epoch = ckpt["epoch"]
-    model.eval(), guide.eval()
-    return model, guide, args, vae_example, epoch
 
 
 def codes(guide, x, batch=1000):
@@ -123,9 +91,12 @@ def check(model, c, v, name, judge):
 
 def main(args):
     device = experiment.device_of(args)
-    model, guide, vae_args, vae_example, epoch = load_vae_run(args.run, device)
+    run = experiment.rebuild(args.run, device)
+    if run.name != "vae":
+        raise Refused(f"{args.run} is a run of examples/{run.name}.py; attribute vectors need a VAE (examples/vae.py)")
+    model, guide, vae_args, epoch = run.model, run.guide, run.args, run.epoch
     kind, _ = parse_dataset(vae_args.dataset)
-    (train, valid, test), _ = vae_example.load_data(vae_args, device)
+    train, valid, test = run.load_data()
     n_measure, n_check = (200, 40) if args.smoke else (args.measure_images, args.check_images)
     digits = kind in ("mnist", "fashion-mnist")
     grid = {"shape": model.shape, "invert": digits}

@@ -10,7 +10,6 @@ twice, once in the guide (the encoder needs h^dec_{t-1}) and once in the model: 
 writing the story and the variational family as two programs.
 """
 import argparse
-import math
 from pathlib import Path
 
 import pyro
@@ -18,13 +17,11 @@ import torch
 from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
 from guides.draw import make_guide
-from ppl_models.benchmark import pyro_against_hand
 from ppl_models.data import load_mnist
 from ppl_models.draw import DRAW
-from ppl_models.experiment import device_name
-from ppl_models.train import resolve_device
-
-LOG_2PI = math.log(2 * math.pi)
+from ppl_models.inference.train import resolve_device
+from ppl_models.runs.benchmark import LOG_2PI, pyro_against_hand
+from ppl_models.runs.experiment import device_name
 
 
 def hand_draw_loss(model, guide, x, eps=None):

@@ -14,22 +14,24 @@ decoder's saturated outputs make gradients and Adam moments denormal, and the CP
 """
 import argparse
 import copy
-import json
 import math
 from pathlib import Path
 
 import pyro
 import torch
-from torch.nn.functional import binary_cross_entropy_with_logits, cross_entropy, log_softmax, softplus
+from torch.nn.functional import (
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    log_softmax,
+    softplus,
+)
 
 from guides.ssvae import make_guide
-from ppl_models.benchmark import time_interleaved
 from ppl_models.data import N_TRAIN, labeled_indices, load_mnist
-from ppl_models.ssvae import N_CLASSES, M2Objective, SSVAE, cat_label
-from ppl_models.experiment import cli, device_name
-from ppl_models.train import read_checkpoint, resolve_device
-
-LOG_2PI = math.log(2 * math.pi)
+from ppl_models.inference.train import read_checkpoint, resolve_device
+from ppl_models.runs.benchmark import LOG_2PI, compare
+from ppl_models.runs.experiment import cli, device_name
+from ppl_models.ssvae import N_CLASSES, SSVAE, M2Objective, cat_label
 
 
 def hand_elbo_terms(model, guide, x, labels, eps=None):
@@ -121,20 +123,9 @@ def main(args):
              for bb in ((xu,), (xl, yl))]
     print(f"loss of one unlabelled / labelled batch, mean of 10 draws: Pyro {a[0]:.0f} / {a[1]:.0f}, "
           f"hand-written {b[0]:.0f} / {b[1]:.0f}")
-    timed = time_interleaved({"pyro": pyro_step, "torch": torch_step}, pairs, args.repeats, device)
-    med = {k: v["median"] for k, v in timed.items()}
-    ratio = med["pyro"] / med["torch"]
-    print(f"M2 step (unlabelled + labelled batch of {bs}), guide {args.guide}, {device}, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats} blocks of {args.steps}:")
-    print(f"  Pyro (TraceEnum_ELBO + classifier)  {1e3 * med['pyro']:.1f} ms")
-    print(f"  hand-written explicit sum           {1e3 * med['torch']:.1f} ms")
-    print(f"  ratio Pyro / torch                  {ratio:.3f}")
-    result = {"ms_pyro": 1e3 * med["pyro"], "ms_torch": 1e3 * med["torch"], "ratio": ratio, "device": str(device),
-              "threads": torch.get_num_threads(), "times": {k: v["times"] for k, v in timed.items()}}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmark.json").write_text(json.dumps(result, indent=1))
-    return result
+    return compare({"pyro": pyro_step, "torch": torch_step}, pairs, args.repeats, device,
+                   f"M2 step (unlabelled + labelled batch of {bs}), guide {args.guide}",
+                   ("Pyro (TraceEnum_ELBO + classifier)", "hand-written explicit sum"), Path(args.out) / "benchmark.json")
 
 
 def m2_step(model, guide, opt, objective):
@@ -158,19 +149,10 @@ def time_denormals(trained, pairs, args, device):
             step(*batch)
         return flushed_or_not
 
-    timed = time_interleaved({"kept": with_flush(False), "flushed": with_flush(True)}, pairs, args.repeats, device)
-    med = {k: v["median"] for k, v in timed.items()}
-    print(f"M2 step of {args.from_run or 'an untrained model'}, guide {args.guide}, {device}, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats} blocks of {args.steps}:")
-    print(f"  denormals kept          {1e3 * med['kept']:.1f} ms")
-    print(f"  denormals flushed to 0  {1e3 * med['flushed']:.1f} ms")
-    print(f"  ratio kept / flushed    {med['kept'] / med['flushed']:.2f}")
-    result = {"ms_kept": 1e3 * med["kept"], "ms_flushed": 1e3 * med["flushed"], "ratio": med["kept"] / med["flushed"],
-              "run": args.from_run, "device": str(device), "threads": torch.get_num_threads()}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "denormals.json").write_text(json.dumps(result, indent=1))
-    return result
+    return compare({"kept": with_flush(False), "flushed": with_flush(True)}, pairs, args.repeats, device,
+                   f"M2 step of {args.from_run or 'an untrained model'}, guide {args.guide}",
+                   ("denormals kept", "denormals flushed to 0"), Path(args.out) / "denormals.json",
+                   extra={"run": args.from_run}, ratio_label="ratio kept / flushed")
 
 
 if __name__ == "__main__":

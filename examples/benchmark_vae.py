@@ -4,7 +4,7 @@ same networks, timed in one run (interleaved blocks, median), and the importance
     python examples/benchmark_vae.py                   # prints the Pyro / PyTorch time ratio
 
 Both steps do the same work: encode, reparameterised sample, decode, Bernoulli log-likelihood,
-log p(z) - log q(z|x), backward, Adam update. The Pyro step is exactly what ``ppl_models.train.fit``
+log p(z) - log q(z|x), backward, Adam update. The Pyro step is exactly what ``ppl_models.inference.train.fit``
 runs (``Trace_ELBO.loss_and_grads`` with argument validation off, then ``optimizer.step()``).
 """
 import argparse
@@ -18,14 +18,12 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
 from guides.vae import make_guide
-from ppl_models.benchmark import time_interleaved
 from ppl_models.data import load_mnist
-from ppl_models.evaluate import evaluate
-from ppl_models.experiment import device_name
-from ppl_models.train import resolve_device
+from ppl_models.inference.evaluate import evaluate
+from ppl_models.inference.train import resolve_device
+from ppl_models.runs.benchmark import LOG_2PI, time_interleaved
+from ppl_models.runs.experiment import device_name
 from ppl_models.vae import VAE
-
-LOG_2PI = 1.8378770664093453
 
 
 def parser():

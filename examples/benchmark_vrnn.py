@@ -9,7 +9,6 @@ The hand-written loss runs the recurrence once; the Pyro pair runs it twice (in 
 needs h_{t-1}, and in the model), the price of writing story and variational family apart.
 """
 import argparse
-import math
 from pathlib import Path
 
 import pyro
@@ -17,13 +16,11 @@ import torch
 from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
 from guides.vrnn import make_guide
-from ppl_models.benchmark import pyro_against_hand
 from ppl_models.data import load_mnist
-from ppl_models.experiment import device_name
-from ppl_models.train import resolve_device
+from ppl_models.inference.train import resolve_device
+from ppl_models.runs.benchmark import LOG_2PI, pyro_against_hand
+from ppl_models.runs.experiment import device_name
 from ppl_models.vrnn import VRNN
-
-LOG_2PI = math.log(2 * math.pi)
 
 
 def hand_vrnn_loss(model, guide, x, eps=None):

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from ppl_models.data import load_raw
-from ppl_models.experiment import Parser, cli, positive_int
+from ppl_models.runs.experiment import Parser, cli, positive_int
 
 
 def parse_args(argv=None):

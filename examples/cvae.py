@@ -17,22 +17,18 @@ training batch binarised afresh, validation and test binarised once with a fixed
 the first 50,000 training images, picks the epoch on the last 10,000 (early stopping with
 ``--patience``), and touches the test set once at the end.
 """
-import copy
-from pathlib import Path
 
-import matplotlib
+import torch
+from pyro.infer import Trace_ELBO
+from torch.nn.functional import one_hot
 
-matplotlib.use("Agg")
-import torch  # noqa: E402
-from pyro.infer import Trace_ELBO  # noqa: E402
-from torch.nn.functional import one_hot  # noqa: E402
-
-from guides.cvae import GUIDES, GSNNGuide, make_guide  # noqa: E402
-from ppl_models import experiment, fidelity, plots  # noqa: E402
-from ppl_models.cvae import CVAE, Baseline, Hybrid, missing_mask, observe  # noqa: E402
-from ppl_models.data import Batches, load_mnist  # noqa: E402
-from ppl_models.evaluate import evaluate  # noqa: E402
-from ppl_models.experiment import positive_int, ranged  # noqa: E402
+from guides.cvae import GUIDES, GSNNGuide, make_guide
+from ppl_models.cvae import CVAE, Baseline, Hybrid, missing_mask, observe
+from ppl_models.data import Batches, load_mnist
+from ppl_models.inference.evaluate import evaluate
+from ppl_models.judge import fidelity
+from ppl_models.runs import experiment, plots
+from ppl_models.runs.experiment import positive_int, ranged
 
 hybrid_weight = ranged(float, lambda v: 0 < v < 1,
                        "strictly between 0 and 1 (for 1 use --guide recognition, for 0 --guide gsnn)")
@@ -71,6 +67,22 @@ def batches(args, train, missing, condition):
     return Batches(train.x, train.y, batch_size=args.batch_size, make=make)
 
 
+def load_data(args, device):
+    """MNIST's ``train, valid, test`` Splits on ``device``: grey targets, or binarised per batch."""
+    return load_mnist("mnist", device, "dynamic" if args.targets == "binary" else "grey")
+
+
+def build(args, device, baseline=None):
+    """The CVAE and its guide from the run's settings (also what rebuilds a run from its folder). With
+    observed quadrants the CVAE holds the baseline network (a trained one, or a fresh one whose weights
+    come with the CVAE's checkpoint)."""
+    if args.condition == "quadrants" and baseline is None:
+        baseline = Baseline(784, (args.hidden, args.hidden)).to(device)
+    cvae = CVAE(10 if args.condition == "label" else 784, args.z_dim, (args.hidden, args.hidden), baseline)
+    cvae = cvae.to(device)
+    return cvae, make_guide(args.guide, cvae).to(device)
+
+
 def train_baseline(run, data, missing):
     args, (train, valid, _) = run.args, data
     baseline = Baseline(784, (args.hidden, args.hidden)).to(run.device)
@@ -89,16 +101,11 @@ def train_baseline(run, data, missing):
 
 def train_cvae(run, data, missing, baseline):
     args, (train, valid, _) = run.args, data
-    cvae = CVAE(10 if args.condition == "label" else 784, args.z_dim, (args.hidden, args.hidden), baseline)
-    cvae = cvae.to(run.device)
-    guide = make_guide(args.guide, cvae).to(run.device)
+    cvae, guide = build(args, run.device, baseline)
     loss = Hybrid(args.hybrid, GSNNGuide(cvae).guide) if args.guide == "hybrid" else Trace_ELBO()
     vx, vy, vm = make_inputs(valid.x, valid.y, missing, args.condition)
-
-    def validate():  # one-particle -ELBO of the guide being trained (for gsnn: of the prior)
-        return {"valid_neg_elbo": evaluate(cvae, guide, vx, vy, vm, num_samples=1, batch_size=500, khat=False,
-                                           particles="plate")["neg_elbo"]}
-
+    # one-particle -ELBO of the guide being trained (for gsnn: of the prior)
+    validate = experiment.validation(cvae, guide, vx, vy, vm, key="valid_neg_elbo", batch_size=500, particles="plate")
     history = experiment.train(run, cvae, guide, loss, batches(args, train, missing, args.condition),
                                validate=validate, best=("valid_neg_elbo", "min"), patience=args.patience)
     return cvae, guide, history, experiment.load_best(run, cvae, guide)
@@ -148,18 +155,9 @@ def run_setting(args, data):
 def main(args):
     if args.smoke:
         args.baseline_epochs = 1
-    data = load_mnist("mnist", experiment.device_of(args), "dynamic" if args.targets == "binary" else "grey")
-    if args.smoke:
-        train, valid, test = data
-        data = (train.subset(slice(0, 300)), valid.subset(slice(0, 100)), test.subset(slice(0, 100)))
+    data = experiment.smoke_subsets(args, *load_data(args, experiment.device_of(args)))
     settings = args.quadrants if args.condition == "quadrants" else [None]
-    runs = []
-    for q in settings:
-        one = copy.copy(args)
-        one.quadrants = q
-        if args.out and len(settings) > 1:  # one command, several runs: a subfolder each
-            one.out = str(Path(args.out) / f"q{q}")
-        runs.append(run_setting(one, data))
+    runs = experiment.each(args, "quadrants", settings, lambda one: run_setting(one, data), folder="q{}")
     print(f"\ntest log p(y | x), nats per image ({args.targets} targets, guide {args.guide}):")
     print(f"{'run':40} {'NN (exact)':>12} {'CVAE IS':>12} {'CVAE ELBO':>12}")
     for r in runs:

@@ -10,20 +10,17 @@ epoch takes long, so ``--glimpses`` and ``--hidden`` trade fidelity for time, an
 continues a run. Figures: the canvas after each glimpse for a grid of samples (with the write
 window drawn for the filterbank form), per-class samples with ``--condition label``, the loss curve.
 """
-import matplotlib
+import torch
+from matplotlib.patches import Rectangle
+from pyro.infer import Trace_ELBO
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-from pyro.infer import Trace_ELBO  # noqa: E402
-
-from guides.draw import GUIDES, make_guide  # noqa: E402
-from ppl_models import experiment, fidelity, plots  # noqa: E402
-from ppl_models.data import Batches, Minibatches, fresh_binarisation, load_mnist  # noqa: E402
-from ppl_models.draw import DRAW  # noqa: E402
-from ppl_models.evaluate import evaluate  # noqa: E402
-from ppl_models.experiment import positive_int  # noqa: E402
+from guides.draw import GUIDES, make_guide
+from ppl_models.data import Batches, Minibatches, fresh_binarization, load_mnist
+from ppl_models.draw import DRAW
+from ppl_models.judge import fidelity
+from ppl_models.runs import experiment, plots
+from ppl_models.runs.experiment import positive_int
+from ppl_models.runs.plots import plt
 
 RUN_NAME = "{attention}-T{glimpses}-h{hidden}-z{z_dim}-{condition}-{guide}"
 
@@ -42,26 +39,32 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def load_data(args, device):
+    """MNIST's ``train, valid, test`` Splits on ``device`` (binarised per batch; valid and test once)."""
+    return load_mnist("mnist", device, "dynamic", seed=args.seed)
+
+
+def build(args, device):
+    """DRAW and its guide from the run's settings (also what rebuilds a run from its folder)."""
+    attention = args.attention == "filterbank"
+    model = DRAW(args.glimpses, args.z_dim, args.hidden, args.write_n if attention else None,
+                 10 if args.condition == "label" else 0).to(device)
+    return model, make_guide(args.guide, model, read_n=args.read_n if attention else None).to(device)
+
+
 def main(args):
     if args.smoke:
         args.glimpses, args.hidden = 4, 32
     run = experiment.start(args, "draw", RUN_NAME)
-    attention = args.attention == "filterbank"
-    train, valid, test = load_mnist("mnist", run.device, "dynamic", seed=args.seed)
-    if args.smoke:
-        train, valid = train.subset(slice(0, 200)), valid.subset(slice(0, 100))
+    train, valid, test = load_data(args, run.device)
+    train, valid = experiment.smoke_subsets(args, train, valid)
     n_classes = 10 if args.condition == "label" else 0
-    model = DRAW(args.glimpses, args.z_dim, args.hidden, args.write_n if attention else None, n_classes)
-    model = model.to(run.device)
-    guide = make_guide(args.guide, model, read_n=args.read_n if attention else None).to(run.device)
+    model, guide = build(args, run.device)
     labels = (lambda split: split.y) if n_classes else (lambda split: None)
-
-    def validate():
-        r = evaluate(model, guide, valid.x, labels(valid), num_samples=1, batch_size=1000, khat=False)
-        return {"valid_loss": r["neg_elbo"]}
+    validate = experiment.validation(model, guide, valid.x, labels(valid))
 
     batches = (Minibatches(train, args.batch_size, "dynamic") if n_classes  # (x, y), or (x,) alone
-               else Batches(train.x, batch_size=args.batch_size, make=fresh_binarisation))
+               else Batches(train.x, batch_size=args.batch_size, make=fresh_binarization))
     history = experiment.train(run, model, guide, Trace_ELBO(), batches, validate=validate,
                                valid_every=args.valid_every, best=("valid_loss", "min"))
     eval_epoch = experiment.load_best(run, model, guide)

@@ -13,7 +13,7 @@ so an interrupted lab continues where it stopped (finished runs are kept, unfini
 
 For the VAE family it also decomposes the inference gap (Cremer, Li & Duvenaud 2018) on the first
 ``--gap-images`` test images: L[q] (the amortised ELBO), L[q*] (the ELBO after refining each image's
-variational parameters, ``ppl_models.refine``) and log p(x) (IS with q*, S = ``--gap-samples``):
+variational parameters, ``ppl_models.inference.refine``) and log p(x) (IS with q*, S = ``--gap-samples``):
 approximation gap log p(x) - L[q*], amortisation gap L[q*] - L[q]. For the SSVAE it measures what
 enumerating the label buys: the variance of the classifier's gradient on one unlabelled minibatch,
 under the enumerated ELBO and under the score-function (sampled-label) ELBO, at the same parameters.
@@ -23,24 +23,20 @@ family with fixed per-example parameters; the table is.
 """
 import argparse
 import importlib
-import importlib.util
 import json
 import sys
 import time
 from pathlib import Path
 
-import matplotlib
+import torch
+from pyro.infer import TraceEnum_ELBO, TraceGraph_ELBO
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+from ppl_models.inference import distributed
+from ppl_models.inference.refine import inference_gaps
+from ppl_models.runs import compare, experiment, plots
+from ppl_models.runs.experiment import nonnegative_int, positive_int
+from ppl_models.runs.plots import plt
 
-from ppl_models import compare, distributed, experiment, plots  # noqa: E402
-from ppl_models.data import load_mnist  # noqa: E402
-from ppl_models.experiment import nonnegative_int, positive_int  # noqa: E402
-from ppl_models.train import load_checkpoint  # noqa: E402
-
-EXAMPLES = Path(__file__).resolve().parent
 MODELS = ("vae", "ssvae", "cvae", "vrnn", "seqvae", "draw")
 COLUMNS = ("test_elbo", "test_log_px", "eval_samples", "ess_mean", "khat_above_0_7", "test_error", "valid_error",
            "nn_log_px", "elbo_amortised", "elbo_refined", "log_px", "approximation_gap", "amortisation_gap", "steps",
@@ -77,13 +73,6 @@ def parse_args(argv=None):
     return args
 
 
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(f"lab_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def registry(model):
     return importlib.import_module(f"guides.{model}").GUIDES
 
@@ -108,7 +97,7 @@ def train_guide(example, args, guide, folder):
              "--eval-samples", str(args.eval_samples), "--eval-images", str(args.eval_images), "--device", args.device,
              *(["--threads", str(args.threads)] if args.threads else []), *(["--smoke"] if args.smoke else []),
              *(["--no-progress"] if args.no_progress else []), *args.extra]
-    if (folder / "checkpoint.pt").exists() or any(folder.glob("*/checkpoint.pt")):
+    if experiment.held_checkpoint(folder) is not None:
         flags.append("--resume")
     print(f"--- {guide}: {' '.join(flags)}")
     example.main(example.parse_args(flags))
@@ -117,8 +106,8 @@ def train_guide(example, args, guide, folder):
 def vae_gaps(args, folder, device):
     """The inference gaps of the VAE run in ``folder`` on the first ``--gap-images`` test images, drawn
     as the run's own data (kept in gaps.json, and taken from there for the same run, images and S)."""
-    s = json.loads((folder / experiment.RESULTS).read_text())["settings"]
-    x = load_mnist(s["dataset"], device, s["binarize"])[2].x[:args.gap_images]
+    run = experiment.rebuild(folder, device)
+    x = run.load_data()[2].x[:args.gap_images]
     path = folder / "gaps.json"
     if path.exists():
         kept = json.loads(path.read_text())
@@ -126,15 +115,8 @@ def vae_gaps(args, folder, device):
                 (len(x), args.gap_samples, (folder / experiment.RESULTS).stat().st_mtime):
             print(f"    gaps of {folder.name}: kept ({path})")
             return kept
-    from guides.vae import make_guide
-    from ppl_models.refine import inference_gaps
-    from ppl_models.vae import VAE
-    model = VAE(s["z_dim"], tuple(s["hidden"]), s["decoder"], s["likelihood"], s["sigma"]).to(device)
-    guide = make_guide(s["guide"], model).to(device)
-    best = folder / "best.pt" if (folder / "best.pt").exists() else folder / "checkpoint.pt"
-    load_checkpoint(best, model, guide, settings=s)
     torch.manual_seed(args.seed)
-    gaps = inference_gaps(model, guide, x, elbo_samples=min(1000, args.gap_samples), is_samples=args.gap_samples,
+    gaps = inference_gaps(run.model, run.guide, x, elbo_samples=min(1000, args.gap_samples), is_samples=args.gap_samples,
                           max_steps=args.refine_steps, tol=args.refine_tol)
     gaps["run_mtime"] = (folder / experiment.RESULTS).stat().st_mtime
     path.write_text(json.dumps(gaps, indent=1))
@@ -147,15 +129,8 @@ def vae_gaps(args, folder, device):
 def classifier_gradient_variance(folder, device, x, repeats, seed):
     """Variance of q(y|x)'s gradient on the unlabelled batch ``x``, enumerated against sampled y, at the
     parameters of the SSVAE run in ``folder`` (its guide must be an MLP one: mlp or sample)."""
-    from pyro.infer import TraceEnum_ELBO, TraceGraph_ELBO
-
-    from guides.ssvae import make_guide
-    from ppl_models.ssvae import SSVAE
-    s = json.loads((folder / experiment.RESULTS).read_text())["settings"]
-    model = SSVAE(s["z_dim"], (s["hidden"],)).to(device)
-    guide = make_guide(s["guide"], model).to(device)
-    load_checkpoint(folder / "best.pt", model, guide, settings=s)
-    model.eval(), guide.eval()
+    run = experiment.rebuild(folder, device)
+    model, guide = run.model, run.guide
     params = [p for n, p in guide.named_parameters() if n.startswith(("features_y", "classify_head"))]
     out = {}
     torch.manual_seed(seed)
@@ -207,7 +182,7 @@ def main(args):
         raise experiment.Refused(f"--guides: unknown {unknown}; {args.model} has {sorted(registry(args.model))}")
     root = Path(args.out) if args.out else lab_folder(args)
     device = experiment.device_of(args)
-    example = load_example(args.model)
+    example = experiment.load_example(args.model)
     failed = {}
     for guide in names:
         try:
@@ -227,10 +202,11 @@ def main(args):
             if "test_log_px" in row:  # a guide with a density (not the point mass)
                 row.update(vae_gaps(args, Path(row["run"]), device))
     if args.model == "ssvae":
-        _, valid, _ = load_mnist("mnist", device, "dynamic")
-        x = valid.x[:100]
+        x = None
         for row in rows:
             if row["settings.guide"] in ("mlp", "sample"):
+                if x is None:  # one unlabelled validation batch, the same for every guide
+                    x = experiment.rebuild(Path(row["run"]), device).load_data()[1].x[:100]
                 t0 = time.time()
                 row.update(classifier_gradient_variance(Path(row["run"]), device, x, args.grad_repeats, args.seed))
                 print(f"    {row['settings.guide']}: classifier gradient variance, enumerated "

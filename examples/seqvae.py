@@ -4,27 +4,23 @@
     python examples/seqvae.py --hidden 256          # four times cheaper on a CPU
     python examples/seqvae.py --guide bilstm        # a bidirectional encoder
 
-Data: the pen strokes of ``ppl_models.strokes``, resampled to 60 points; the first 50,000 training
+Data: the pen strokes of ``ppl_models.data.strokes``, resampled to 60 points; the first 50,000 training
 digits train, the last 10,000 pick the epoch, the test set is scored once (log-density of the 60
 positions, in nats per sequence, by importance sampling; the positions are in pixel units).
 Figures: digits beside their reconstructions, samples around an encoded "two", and the straight
 line in z between an encoded "four" and "six", all drawn as strokes.
 """
-import matplotlib
+import numpy as np
+import torch
+from pyro.infer import Trace_ELBO
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from pyro.infer import Trace_ELBO  # noqa: E402
-
-from guides.seqvae import GUIDES, make_guide  # noqa: E402
-from ppl_models import experiment, plots  # noqa: E402
-from ppl_models.data import N_TRAIN, Batches  # noqa: E402
-from ppl_models.evaluate import evaluate  # noqa: E402
-from ppl_models.experiment import positive_int  # noqa: E402
-from ppl_models.seqvae import SeqVAE  # noqa: E402
-from ppl_models.strokes import load_strokes, plot_strokes  # noqa: E402
+from guides.seqvae import GUIDES, make_guide
+from ppl_models.data import N_TRAIN, Batches
+from ppl_models.data.strokes import load_strokes, plot_strokes
+from ppl_models.runs import experiment, plots
+from ppl_models.runs.experiment import positive_int
+from ppl_models.runs.plots import plt
+from ppl_models.seqvae import SeqVAE
 
 RUN_NAME = "{guide}-z{z_dim}-h{hidden}-T{steps}"
 
@@ -38,24 +34,33 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def load_data(args, device):
+    """The pen strokes resampled to ``--steps`` points: ``train_x, valid_x`` ``[N, T, 2]`` on ``device``, the
+    test strokes ``[N, T, 4]`` and their labels."""
+    train_set, test_set = load_strokes()
+    if args.smoke:  # strokes are resampled one by one: only the few that the smoke run uses
+        n_train, n_valid, n_test = experiment.SMOKE_SIZES
+        train_set = train_set.subset(list(range(n_train)) + list(range(N_TRAIN, N_TRAIN + n_valid)))
+        test_set = test_set.subset(slice(0, n_test))
+    n_train = experiment.SMOKE_SIZES[0] if args.smoke else N_TRAIN  # the rest of train_set is validation
+    full = torch.from_numpy(train_set.resampled(args.steps)).to(device)
+    test = torch.from_numpy(test_set.resampled(args.steps)).to(device)
+    return full[:n_train, :, :2], full[n_train:, :, :2], test, torch.from_numpy(test_set.labels).to(device)
+
+
+def build(args, device):
+    """The sequence VAE and its guide from the run's settings (also what rebuilds a run)."""
+    model = SeqVAE(args.z_dim, args.hidden, args.steps).to(device)
+    return model, make_guide(args.guide, model).to(device)
+
+
 def main(args):
     if args.smoke:
         args.hidden = 16
     run = experiment.start(args, "seqvae", RUN_NAME)
-    train_set, test_set = load_strokes()
-    if args.smoke:
-        train_set = train_set.subset(list(range(300)) + list(range(N_TRAIN, N_TRAIN + 100)))
-        test_set = test_set.subset(slice(0, 200))
-    n_train = 300 if args.smoke else N_TRAIN
-    full = torch.from_numpy(train_set.resampled(args.steps)).to(run.device)
-    test = torch.from_numpy(test_set.resampled(args.steps)).to(run.device)
-    train_x, valid_x = full[:n_train, :, :2], full[n_train:, :, :2]
-    model = SeqVAE(args.z_dim, args.hidden, args.steps).to(run.device)
-    guide = make_guide(args.guide, model).to(run.device)
-
-    def validate():
-        return {"valid_loss": evaluate(model, guide, valid_x, num_samples=1, batch_size=1000, khat=False,
-                                       particles="plate")["neg_elbo"]}
+    train_x, valid_x, test, test_labels = load_data(args, run.device)
+    model, guide = build(args, run.device)
+    validate = experiment.validation(model, guide, valid_x, particles="plate")
 
     print(f"sequence VAE: T={args.steps} z={args.z_dim} hidden={args.hidden} guide={args.guide}, "
           f"{len(train_x)} training digits")
@@ -68,7 +73,7 @@ def main(args):
         rmse = (model.decode(guide.encode(test[:n, :, :2])) - test[:n, :, :2]).pow(2).mean().sqrt().item()
     metrics.update(recon_rmse_pixels=rmse, sigma=model.log_sigma.exp().tolist())
     print(f"reconstruction RMSE {rmse:.2f} pixels")
-    figures(model, guide, test, torch.from_numpy(test_set.labels).to(run.device), run.out, args)
+    figures(model, guide, test, test_labels, run.out, args)
     return experiment.finish(run, metrics, history, eval_epoch)
 
 

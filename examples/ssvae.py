@@ -12,22 +12,18 @@ pick the epoch; the test set is touched once, at the best validation epoch, for 
 Each training step pairs one unlabelled batch (label summed out by ``TraceEnum_ELBO``) with one
 labelled batch (ELBO plus ``alpha`` times the classifier's cross-entropy).
 """
-import copy
 import statistics
-from pathlib import Path
 
-import matplotlib
+import torch
+from pyro.infer import TraceEnum_ELBO, TraceGraph_ELBO
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from pyro.infer import TraceEnum_ELBO, TraceGraph_ELBO  # noqa: E402
-
-from guides.ssvae import GUIDES, make_guide  # noqa: E402
-from ppl_models import distributed, experiment, plots  # noqa: E402
-from ppl_models.data import N_TRAIN, labeled_indices, load_mnist  # noqa: E402
-from ppl_models.experiment import nonnegative_float, positive_int  # noqa: E402
-from ppl_models.ssvae import M2Objective, SSVAE  # noqa: E402
+from guides.ssvae import GUIDES, make_guide
+from ppl_models.data import N_TRAIN, labeled_indices, load_mnist
+from ppl_models.inference import distributed
+from ppl_models.runs import experiment, plots
+from ppl_models.runs.experiment import nonnegative_float, positive_int
+from ppl_models.runs.plots import plt
+from ppl_models.ssvae import SSVAE, M2Objective
 
 RUN_NAME = "{guide}-labeled{labeled}-z{z_dim}-alpha{alpha:g}"
 
@@ -77,13 +73,23 @@ def error_rate(guide, x, y, batch_size=2000):
     return (pred != y).float().mean().item(), pred
 
 
+def load_data(args, device):
+    """MNIST's ``train, valid, test`` Splits (grey values, binarised per batch) on ``device``."""
+    return load_mnist("mnist", device, "dynamic")
+
+
+def build(args, device):
+    """M2 and its guide from the run's settings (also what rebuilds a run from its folder)."""
+    model = SSVAE(args.z_dim, (args.hidden,)).to(device)
+    return model, make_guide(args.guide, model).to(device)
+
+
 def run_one(args, data):
     run = experiment.start(args, "ssvae", RUN_NAME)
     train, valid, test = data
     lab, unlab = labeled_indices(train.y[:N_TRAIN], args.labeled, seed=args.seed)
     lab, unlab = lab.to(run.device), unlab.to(run.device)
-    model = SSVAE(args.z_dim, (args.hidden,)).to(run.device)
-    guide = make_guide(args.guide, model).to(run.device)
+    model, guide = build(args, run.device)
     elbo = TraceGraph_ELBO() if args.guide == "sample" else TraceEnum_ELBO(max_plate_nesting=1)
     objective = M2Objective(guide.classifier, args.alpha, elbo)
     batches = PairedBatches(train.x[lab], train.y[lab], train.x[unlab], args.batch_size)
@@ -132,17 +138,9 @@ def main(args):
                                  "run one seed per command, or sweep the seeds with examples/sweep.py")
     if args.smoke:
         args.labeled = min(args.labeled, 100)
-    data = load_mnist("mnist", experiment.device_of(args), "dynamic")
-    if args.smoke:
-        train, valid, test = data
-        data = (train.subset(slice(0, 400)), valid.subset(slice(0, 200)), test.subset(slice(0, 200)))
-    runs = []
-    for seed in range(args.seed, args.seed + args.seeds):
-        one = copy.copy(args)
-        one.seed = seed
-        if args.out and args.seeds > 1:  # one command, several runs: a subfolder each
-            one.out = str(Path(args.out) / f"seed{seed}")
-        runs.append(run_one(one, data))
+    data = experiment.smoke_subsets(args, *load_data(args, experiment.device_of(args)))
+    runs = experiment.each(args, "seed", range(args.seed, args.seed + args.seeds), lambda one: run_one(one, data),
+                           folder="seed{}")
     errors = [100 * r["metrics"]["test_error"] for r in runs]
     std = statistics.stdev(errors) if len(errors) > 1 else 0.0
     print(f"{args.labeled} labels, guide {args.guide}: test error {statistics.mean(errors):.2f}% +- {std:.2f} "

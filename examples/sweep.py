@@ -25,11 +25,10 @@ Continuing: a configuration whose ``results.json`` exists is skipped, one with a
 results continues with ``--resume``, and one held by another live sweep (``sweep.lock``) is left to
 it. So an interrupted sweep is continued by running the same command again. A failed run is reported
 with its error line and the others go on; the exit status is 1 if any run failed. At the end:
-``python -m ppl_models.compare`` over the runs, merged over the seeds (mean +- std), written to
+``python -m ppl_models.runs.compare`` over the runs, merged over the seeds (mean +- std), written to
 ``<sweep>/table.md`` and ``<sweep>/table.csv``.
 """
 import argparse
-import importlib.util
 import itertools
 import json
 import os
@@ -39,8 +38,8 @@ import sys
 import time
 from pathlib import Path
 
-from ppl_models import compare
-from ppl_models.experiment import Parser, Refused, cli, positive_int
+from ppl_models.runs import compare, experiment
+from ppl_models.runs.experiment import Parser, Refused, cli, positive_int
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -154,17 +153,10 @@ def folder_name(example, varying, runs):
     return f"{example}-{'-'.join(flags)}" + ("-smoke" if all("--smoke" in argv for _, argv in runs) else "")
 
 
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(f"sweep_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def check(example, runs):
     """Every configuration through the example's own parser: a bad value stops the sweep before any
     run starts, with the example's one-line error."""
-    module = load_example(example)
+    module = experiment.load_example(example, EXAMPLES)
     program, sys.argv[0] = sys.argv[0], f"{example}.py"  # the example's errors name the example
     try:
         for name, argv in runs:
@@ -190,7 +182,7 @@ def state(out):
             alive = False
         if alive and owner["pid"] != os.getpid():
             return "held"
-    return "resume" if (out / "checkpoint.pt").exists() else "fresh"
+    return "resume" if experiment.held_checkpoint(out) is not None else "fresh"
 
 
 def _alive(pid):

@@ -11,27 +11,29 @@
 
 Data: ``mnist`` (default), ``fashion-mnist``, ``folder:PATH`` (every PNG/JPEG under PATH, centre-cropped
 and resized to ``--image-size``, grey or RGB by ``--channels``, split 80/10/10 with a fixed seed) or
-``celeba:PATH`` (CelebA's official layout and splits); see ``ppl_models/images.py``. Likelihoods:
+``celeba:PATH`` (CelebA's official layout and splits); see ``ppl_models/data/images.py``. Likelihoods:
 Bernoulli for binarised grey images (``--binarize dynamic|static``, MNIST's default), and for grey or
 RGB values (``--binarize grey``, the default for folders) a Gaussian N(sigmoid(decoder(z)), sigma^2)
 with one learned sigma: its mean is the picture and its density is a proper one in nats per image
 (the continuous Bernoulli was not taken: its mean is not its parameter, so the decoder's output would
 not be the picture it draws).
 """
-import matplotlib
+import torch
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
-matplotlib.use("Agg")
-import torch  # noqa: E402
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO  # noqa: E402
-
-from guides.vae import GUIDES, make_guide  # noqa: E402
-from ppl_models import experiment, fidelity, plots  # noqa: E402
-from ppl_models.data import BINARIZE_MODES, Minibatches, binarize_splits, load_mnist  # noqa: E402
-from ppl_models.evaluate import evaluate  # noqa: E402
-from ppl_models.experiment import Refused, nonnegative_float, positive_float, positive_int  # noqa: E402
-from ppl_models.images import load_celeba, load_folder, parse_dataset  # noqa: E402
-from ppl_models.nets import check_conv_shape  # noqa: E402
-from ppl_models.vae import DECODERS, LIKELIHOODS, VAE  # noqa: E402
+from guides.vae import GUIDES, make_guide
+from ppl_models.data import BINARIZE_MODES, Minibatches, binarize_splits, load_mnist
+from ppl_models.data.images import load_celeba, load_folder, parse_dataset
+from ppl_models.judge import fidelity
+from ppl_models.nets import check_conv_shape
+from ppl_models.runs import experiment, plots
+from ppl_models.runs.experiment import (
+    Refused,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+)
+from ppl_models.vae import DECODERS, LIKELIHOODS, VAE
 
 RUN_NAME = "{decoder}-{guide}-z{z_dim}-{likelihood}-beta{beta:g}"
 DEFAULT_SIZE = {"folder": 32, "celeba": 64}
@@ -43,7 +45,7 @@ def dataset(spec):
 
 
 def parse_args(argv=None):
-    p = experiment.parser(__doc__, epochs=244, eval_samples=5000, eval_images=10000)
+    p = experiment.parser(__doc__, epochs=100, eval_samples=5000, eval_images=10000)
     p.add_argument("--dataset", default="mnist", type=dataset, help="mnist, fashion-mnist, folder:PATH, celeba:PATH")
     p.add_argument("--image-size", type=positive_int, default=None,
                    help="folder: and celeba: images are resized to this (default 32 and 64)")
@@ -61,9 +63,8 @@ def parse_args(argv=None):
     p.add_argument("--beta", type=nonnegative_float, default=1.0,
                    help="KL weight (0 with --guide delta: autoencoder)")
     p.add_argument("--lr-decay", type=positive_float, default=1.0, help="learning rate of epoch e: lr * decay^(e-1)")
-    p.add_argument("--lr-steps", nargs="*", default=["117:3e-4", "185:1e-4"], metavar="EPOCH:LR",
-                   help="step schedule: from EPOCH on use LR (default: the measured diag run's; "
-                        "pass --lr-steps with nothing for a constant rate)")
+    p.add_argument("--lr-steps", nargs="*", default=[], metavar="EPOCH:LR",
+                   help="step schedule: from EPOCH on use LR, e.g. 50:3e-4 80:1e-4 (default: a constant rate)")
     p.add_argument("--optim", default="adam", choices=["adam", "rmsprop"])
     p.add_argument("--elbo", default="trace", choices=["trace", "meanfield"],
                    help="Trace_ELBO (Monte Carlo KL) or TraceMeanField_ELBO (analytic KL where it exists)")
@@ -101,18 +102,24 @@ def run_template(args):
 
 
 def load_data(args, device):
-    """``train, valid, test`` Splits of flattened images on ``device``, and their (C, H, W)."""
+    """``train, valid, test`` Splits of flattened images on ``device`` (their shape: :func:`shape_of`)."""
     kind, path = parse_dataset(args.dataset)
     shape = shape_of(args)
     if kind in ("mnist", "fashion-mnist"):
-        return load_mnist(kind, device, args.binarize, seed=args.seed), shape
+        return load_mnist(kind, device, args.binarize, seed=args.seed)
     if kind == "folder":
         splits = load_folder(path, shape[1], shape[0], device)
     else:
         splits, names = load_celeba(path, shape[1], shape[0], device)
         print(f"CelebA: {' / '.join(str(len(s)) for s in splits)} train / valid / test images, "
               f"{len(names)} attributes")
-    return binarize_splits(*splits, args.binarize, args.seed), shape
+    return binarize_splits(*splits, args.binarize, args.seed)
+
+
+def build(args, device):
+    """The VAE and its guide from the run's settings (also what rebuilds a run from its folder)."""
+    model = VAE(args.z_dim, tuple(args.hidden), args.decoder, args.likelihood, args.sigma, shape_of(args)).to(device)
+    return model, make_guide(args.guide, model).to(device)
 
 
 def step_schedule(lr, steps):
@@ -135,23 +142,15 @@ def main(args):
         except ValueError as e:
             raise Refused(f"--image-size {shape[1]}: {e}") from None
     run = experiment.start(args, "vae", run_template(args))
-    (train, valid, test), shape = load_data(args, run.device)
-    if args.smoke:
-        train, valid = train.subset(slice(0, 300)), valid.subset(slice(0, 100))
+    train, valid, test = load_data(args, run.device)
+    train, valid = experiment.smoke_subsets(args, train, valid)
     if len(train) < args.batch_size:
         raise Refused(f"{args.dataset}: {len(train)} training images, fewer than --batch-size {args.batch_size}; "
                       "use a smaller --batch-size or more images")
-    model = VAE(args.z_dim, tuple(args.hidden), args.decoder, args.likelihood, args.sigma, shape).to(run.device)
-    guide = make_guide(args.guide, model).to(run.device)
+    model, guide = build(args, run.device)
     elbo = TraceMeanField_ELBO() if args.elbo == "meanfield" else Trace_ELBO()
     has_density = args.guide != "delta"  # a point-mass guide has no density to importance-sample with
-
-    def validate():
-        if not has_density:
-            return {}
-        r = evaluate(model, guide, valid.x, num_samples=1, batch_size=1000, khat=False, particles="plate")
-        return {"valid_loss": r["neg_elbo"]}
-
+    validate = experiment.validation(model, guide, valid.x, particles="plate") if has_density else dict
     history = experiment.train(run, model, guide, elbo, Minibatches(train, args.batch_size, args.binarize),
                                optim=args.optim, lr=lr_schedule, lr_decay=args.lr_decay, validate=validate,
                                valid_every=args.valid_every, best=("valid_loss", "min") if has_density else None,

@@ -8,28 +8,32 @@
 
 Data. ``rows``: each binarised image read top to bottom, one 28-pixel row per step (Bernoulli
 emission; each training batch binarised afresh, validation and test once with a seed). ``strokes``:
-the pen-stroke sequences of ``ppl_models.strokes`` (variable length, masked), rows
+the pen-stroke sequences of ``ppl_models.data.strokes`` (variable length, masked), rows
 (dx, dy, end_of_stroke, end_of_digit); dx, dy are integers, so they are dequantised with uniform
 noise in [-0.5, 0.5) (the Gaussian density of dequantised offsets is a lower bound on the
 probability of the integer offsets); validation and test with a fixed seed.
 Splits: the first 50,000 training images train, the last 10,000 pick the epoch, the test set is
 scored once: log p(x) by importance sampling (S = ``--eval-samples``), per sequence, in nats.
 """
-import matplotlib
+import numpy as np
+import torch
+from pyro.infer import Trace_ELBO
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from pyro.infer import Trace_ELBO  # noqa: E402
-
-from guides.vrnn import GUIDES, make_guide  # noqa: E402
-from ppl_models import experiment, fidelity, plots  # noqa: E402
-from ppl_models.data import N_TRAIN, TEST_DRAW_SEED, VALID_DRAW_SEED, Batches, load_mnist  # noqa: E402
-from ppl_models.evaluate import evaluate  # noqa: E402
-from ppl_models.experiment import nonnegative_int, positive_int  # noqa: E402
-from ppl_models.strokes import load_strokes, plot_strokes, stats as stroke_stats  # noqa: E402
-from ppl_models.vrnn import PRIORS, VRNN  # noqa: E402
+from guides.vrnn import GUIDES, make_guide
+from ppl_models.data import (
+    N_TRAIN,
+    TEST_DRAW_SEED,
+    VALID_DRAW_SEED,
+    Batches,
+    load_mnist,
+)
+from ppl_models.data.strokes import load_strokes, plot_strokes
+from ppl_models.data.strokes import stats as stroke_stats
+from ppl_models.judge import fidelity
+from ppl_models.runs import experiment, plots
+from ppl_models.runs.experiment import nonnegative_int, positive_int
+from ppl_models.runs.plots import plt
+from ppl_models.vrnn import PRIORS, VRNN
 
 RUN_NAME = "{data}-{prior}-{guide}-z{z_dim}-h{hidden}-{condition}"
 NAMES = {"learned": "VRNN", "standard": "VRNN-I", "none": "RNN"}
@@ -56,10 +60,10 @@ def dequantise(x, generator=None):
     return torch.cat([x[..., :2] + noise, x[..., 2:]], -1)
 
 
-def load_data(kind, device):
+def load_data(args, device):
     """``(train, valid, test)``, each a dict of ``x`` ``[N, T, D]``, ``y`` ``[N]``, ``lengths`` ``[N]`` or None.
     Validation and test noise (binarisation, dequantisation) is drawn once, on the CPU, with fixed seeds."""
-    if kind == "rows":
+    if args.data == "rows":
         splits = load_mnist("mnist", device, "dynamic")  # valid and test binarised once
         return [{"x": s.x.reshape(-1, 28, 28), "y": s.y, "lengths": None} for s in splits]
     train_set, test_set = load_strokes()
@@ -81,27 +85,23 @@ def load_data(kind, device):
             split(test_set, draw_seed=TEST_DRAW_SEED))
 
 
-def first(split, n):
-    return {k: (v[:n] if v is not None else None) for k, v in split.items()}
+def build(args, device):
+    """The VRNN (or VRNN-I, RNN) and its guide from the run's settings (also what rebuilds a run)."""
+    emission = "bernoulli" if args.data == "rows" else "strokes"
+    model = VRNN(emission, args.prior, args.z_dim, args.hidden, 10 if args.condition == "label" else 0).to(device)
+    return model, make_guide(args.guide, model).to(device)
 
 
 def main(args):
     if args.smoke:
         args.hidden = 16
     run = experiment.start(args, "vrnn", RUN_NAME)
-    train, valid, test = load_data(args.data, run.device)
-    if args.smoke:
-        train, valid = first(train, 200), first(valid, 50)
+    train, valid, test = load_data(args, run.device)
+    train, valid = experiment.smoke_subsets(args, train, valid)
     conditional = args.condition == "label"
-    emission = "bernoulli" if args.data == "rows" else "strokes"
-    model = VRNN(emission, args.prior, args.z_dim, args.hidden, 10 if conditional else 0).to(run.device)
-    guide = make_guide(args.guide, model).to(run.device)
+    model, guide = build(args, run.device)
     label = (lambda split: split["y"]) if conditional else (lambda split: None)
-
-    def validate():
-        r = evaluate(model, guide, valid["x"], label(valid), lengths=valid["lengths"], num_samples=1,
-                     batch_size=1000, khat=False)
-        return {"valid_loss": r["neg_elbo"]}
+    validate = experiment.validation(model, guide, valid["x"], label(valid), lengths=valid["lengths"])
 
     def anneal(epoch):
         return {"beta": min(1.0, epoch / args.anneal_epochs) if args.anneal_epochs else 1.0}
@@ -133,7 +133,7 @@ def main(args):
 def as_images(model, n, y, test, args):
     """``n`` samples (of the digits ``y`` when conditional) as ``[n, 784]`` images: the rows' pixel
     probabilities, or the strokes drawn onto the canvas (up to the end-of-digit flag) with
-    ``ppl_models.strokes.render``, their offsets rounded to whole pixels as the data's are (the model's
+    ``ppl_models.data.strokes.render``, their offsets rounded to whole pixels as the data's are (the model's
     density is over dequantised offsets, x + u with u in [-0.5, 0.5); rounding undoes that)."""
     device = test["x"].device
     if args.data == "rows":

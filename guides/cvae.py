@@ -46,8 +46,7 @@ class GSNNGuide(nn.Module):
         cvae = self._model[0]
         pyro.module("cvae_prior", cvae.prior_net)
         with pyro.plate("data", x.shape[0]):
-            loc, scale = cvae.prior(x, missing)
-            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+            pyro.sample("z", cvae.prior(x, missing))
 
 
 def recognition(cvae, hidden=None):

@@ -7,7 +7,7 @@ The contract of a head: a small ``nn.Module`` with
   reparameterised and with a density (the guides sample it, the evaluator scores with it);
 - ``forward(h) = family(*params(h))``, the amortised q(z | x);
 - ``code(h)``: one representative code per example, ``[..., z_dim]`` (the figures' encoding).
-``params``/``family`` let ``ppl_models.refine`` optimise each example's parameters on their own (the
+``params``/``family`` let ``ppl_models.inference.refine`` optimise each example's parameters on their own (the
 amortisation gap). The tests build, train, evaluate, encode and refine every registered head.
 """
 import pyro.distributions as dist
@@ -100,7 +100,7 @@ class Flow(nn.Module):
     direction. Sampling and the density of a sample are both one parallel pass.
 
     Per-example parameters (``params``): the base Gaussian's and the context the flows are
-    conditioned on; the flows' own weights are shared. So q* of a flow guide (``ppl_models.refine``)
+    conditioned on; the flows' own weights are shared. So q* of a flow guide (``ppl_models.inference.refine``)
     is the best base and context for each example, with the flow networks as trained."""
 
     def __init__(self, h_dim, z_dim, n_flows=2, flow_hidden=(320, 320), kind="affine", count_bins=8):

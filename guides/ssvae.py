@@ -17,8 +17,8 @@ from torch import nn
 from torch.nn.functional import one_hot, softplus
 
 from guides import build
+from ppl_models.checks import check_images
 from ppl_models.nets import StridedConvEncoder, mlp
-from ppl_models.data import check_images
 from ppl_models.ssvae import N_CLASSES, check_labels
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from guides import build
 from guides.heads import IAF, DiagNormal, Flow, FullCovNormal, LowRankNormal
 from ppl_models.anneal import kl_scale
-from ppl_models.data import check_images
+from ppl_models.checks import check_images
 from ppl_models.nets import ConvEncoder, mlp
 
 

@@ -20,8 +20,9 @@ from torch.nn.functional import softplus
 
 from guides import build
 from ppl_models.anneal import kl_scale
+from ppl_models.checks import check_sequences
 from ppl_models.nets import mlp
-from ppl_models.vrnn import check_sequences, step_mask
+from ppl_models.vrnn import step_mask
 
 
 def flip_valid(seq, lengths):
@@ -45,7 +46,7 @@ class VRNNGuide(nn.Module):
 
     def guide(self, x, y=None, lengths=None, beta=1.0):
         vrnn = self._vrnn[0]
-        check_sequences(x, lengths, vrnn.x_dim)
+        check_sequences(x, vrnn.x_dim, lengths)
         pyro.module("vrnn_guide", self)
         pyro.module("vrnn", vrnn)
         batch, steps = x.shape[:2]

@@ -21,7 +21,7 @@ def kl_scale(beta):
 
     Used around the latent ``pyro.sample`` in the model *and* in the guide, so that the ELBO's
     ``E_q[log p(z) - log q(z|x)]`` (the KL term) is weighted by ``beta``; ``beta = 0`` leaves only
-    the reconstruction term. ``ppl_models.evaluate`` ignores this weight: it scores the model.
+    the reconstruction term. ``ppl_models.inference.evaluate`` ignores this weight: it scores the model.
     """
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta}")

@@ -12,7 +12,7 @@ The quantity of interest is the conditional log-likelihood
 
     log p(y | x) = log E_{p(z|x)} [p(y | x, z)] >= E_q [log p(y | x, z)] - KL(q(z | x, y) || p(z | x)),
 
-estimated by importance sampling with the guide as proposal (``ppl_models.evaluate``).
+estimated by importance sampling with the guide as proposal (``ppl_models.inference.evaluate``).
 :class:`Baseline` is the deterministic network of the paper, p(y | x) = Bernoulli(f(x)) with no
 latent: its negative log-likelihood is the masked binary cross-entropy. Its frozen prediction
 f(x) is the x~ above. Guides (``recognition``, ``gsnn``) are in ``guides/cvae.py``; the paper's
@@ -30,8 +30,8 @@ from pyro.infer import Trace_ELBO
 from torch import nn
 from torch.nn.functional import softplus
 
+from ppl_models.checks import check_images, validating
 from ppl_models.nets import concat, mlp
-from ppl_models.data import check_images, validating
 
 MISSING = -1.0
 
@@ -121,12 +121,12 @@ class CVAE(nn.Module):
             return torch.where(missing, self.baseline.predict(x), x)
 
     def prior(self, x, missing=None):
-        """Location and scale of p(z | x)."""
+        """The conditional prior p(z | x) = N(mu_p(x~), sigma_p(x~)), a distribution over ``[batch, z_dim]``."""
         return self._prior(self.fill(x, missing))
 
     def _prior(self, x_filled):
         loc, scale = self.prior_net(x_filled).chunk(2, -1)
-        return loc, softplus(scale) + 1e-4
+        return dist.Normal(loc, softplus(scale) + 1e-4).to_event(1)
 
     def model(self, x, y=None, missing=None):
         """``x``: ``[batch, x_dim]`` input; ``y``: ``[batch, 784]`` target image (only ``missing``
@@ -136,8 +136,7 @@ class CVAE(nn.Module):
         pyro.module("cvae_generation", self.generation_net)
         x_filled = self.fill(x, missing)
         with pyro.plate("data", x.shape[0]):
-            loc, scale = self._prior(x_filled)
-            z = pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+            z = pyro.sample("z", self._prior(x_filled))
             logits = self.generation_net(concat(x_filled, z))
             return pyro.sample("y", _likelihood(logits, missing), obs=y)
 
@@ -145,8 +144,7 @@ class CVAE(nn.Module):
         """Probabilities of y for ``num_samples`` draws z ~ p(z | x): ``[num_samples, batch, 784]``."""
         with torch.no_grad():
             x_filled = self.fill(x, missing)
-            loc, scale = self._prior(x_filled)
-            z = dist.Normal(loc, scale).sample((num_samples,))
+            z = self._prior(x_filled).sample((num_samples,))
             return torch.sigmoid(self.generation_net(concat(x_filled, z)))
 
 

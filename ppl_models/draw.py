@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn.functional import one_hot
 
-from ppl_models.data import check_images, validating
+from ppl_models.checks import check_images, validating
 
 SIDE = 28
 

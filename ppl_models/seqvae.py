@@ -1,7 +1,7 @@
 """A sequence VAE for pen-stroke digits: one latent code for the whole drawing.
 
 Generative story for each digit, a fixed-length sequence of T absolute pen positions X_t = (x_t, y_t)
-(``ppl_models.strokes.resample``, T = 60, pixel units)::
+(``ppl_models.data.strokes.resample``, T = 60, pixel units)::
 
     z   ~ N(0, I)                                       site "z", shape [z_dim]
     h_t = LSTM(h_{t-1}, z),  h_0 = tanh(W z)            the decoder, fed z at every step
@@ -16,17 +16,9 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppl_models.data import validating
+from ppl_models.checks import check_sequences
 
 CENTRE = 13.5  # the decoder predicts positions around the centre of the 28 x 28 frame
-
-
-def check_sequences(x, steps):
-    if not torch.is_tensor(x) or x.dim() != 3 or x.shape[1:] != (steps, 2):
-        raise ValueError(f"sequences must be a tensor [batch, {steps}, 2] of absolute (x, y), got "
-                         f"{list(x.shape) if torch.is_tensor(x) else type(x).__name__}")
-    if validating() and torch.isnan(x).any():
-        raise ValueError("sequences contain NaN")
 
 
 class SeqVAE(nn.Module):
@@ -53,7 +45,7 @@ class SeqVAE(nn.Module):
 
     def model(self, x):
         """``x``: ``[batch, T, 2]`` absolute pen positions."""
-        check_sequences(x, self.steps)
+        check_sequences(x, 2, steps=self.steps)
         pyro.module("seqvae", self)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", self.prior(x))

@@ -22,8 +22,8 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from torch import nn
 from torch.nn.functional import cross_entropy, one_hot
 
+from ppl_models.checks import check_images, validating
 from ppl_models.nets import mlp
-from ppl_models.data import check_images, validating
 
 N_CLASSES = 10
 
@@ -81,10 +81,10 @@ class M2Objective:
     def __init__(self, classifier, alpha, elbo=None):
         self.classifier, self.alpha = classifier, alpha
         self.elbo = elbo or TraceEnum_ELBO(max_plate_nesting=1)
-        self.labelled_elbo = Trace_ELBO()
+        self.labeled_elbo = Trace_ELBO()
 
     def _elbo(self, y):
-        return self.elbo if y is None else self.labelled_elbo
+        return self.elbo if y is None else self.labeled_elbo
 
     def loss_and_grads(self, model, guide, x, y=None, **kwargs):
         """The ELBO's loss (a float), plus on labelled batches the classification term as a tensor

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ppl_models.anneal import kl_scale
-from ppl_models.data import check_images
+from ppl_models.checks import check_images
 from ppl_models.nets import MNIST_SHAPE, ConvDecoder, mlp
 
 DECODERS = ("mlp", "conv")

@@ -36,7 +36,8 @@ Emissions: ``"bernoulli"`` for MNIST rows (28 steps of 28 pixels) and
 ``"strokes"`` for pen strokes, a Gaussian over the pen offset (dx, dy) and Bernoulli pen flags
 (end of stroke, end of digit). Variable lengths are handled by masking the steps past each
 sequence's end (``lengths``). ``beta`` weights the latent sites in model and guide alike
-(KL annealing through ``poutine.scale``). Guides are in ``guides/vrnn.py``.
+(KL annealing through ``kl_scale`` of ``ppl_models/anneal.py``, a weight on the z_t sites' log densities).
+Guides are in ``guides/vrnn.py``.
 """
 import pyro
 import pyro.distributions as dist
@@ -46,7 +47,7 @@ from torch import nn
 from torch.nn.functional import one_hot, softplus
 
 from ppl_models.anneal import kl_scale
-from ppl_models.data import validating
+from ppl_models.checks import check_sequences, validating
 from ppl_models.nets import mlp
 
 PRIORS = ("learned", "standard", "none")
@@ -57,20 +58,6 @@ def step_mask(lengths, t):
     """``[B]`` boolean: which sequences are still running at step t (``True``: all, when ``lengths``
     is None)."""
     return True if lengths is None else lengths > t
-
-
-def check_sequences(x, lengths, x_dim):
-    if not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != x_dim:
-        raise ValueError(f"sequences must be a tensor [batch, time, {x_dim}], got "
-                         f"{list(x.shape) if torch.is_tensor(x) else type(x).__name__}")
-    if lengths is not None and lengths.shape != x.shape[:1]:
-        raise ValueError(f"lengths must be [batch] integers in 1..{x.shape[1]}")
-    if not validating():  # the value checks below read the device: once, not on every step
-        return
-    if torch.isnan(x).any():
-        raise ValueError("sequences contain NaN")
-    if lengths is not None and (lengths.min() < 1 or lengths.max() > x.shape[1]):
-        raise ValueError(f"lengths must be [batch] integers in 1..{x.shape[1]}")
 
 
 class VRNN(nn.Module):
@@ -140,7 +127,7 @@ class VRNN(nn.Module):
     def model(self, x, y=None, lengths=None, beta=1.0):
         """``x``: ``[batch, T, x_dim]``; ``y``: ``[batch]`` labels (conditional form);
         ``lengths``: ``[batch]`` valid steps (``None``: all T)."""
-        check_sequences(x, lengths, self.x_dim)
+        check_sequences(x, self.x_dim, lengths)
         pyro.module("vrnn", self)
         batch, steps = x.shape[:2]
         label = self.condition(y, batch, x)

@@ -8,8 +8,8 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from guides.vae import make_guide
-from ppl_models import distributed
-from ppl_models.train import fit
+from ppl_models.inference import distributed
+from ppl_models.inference.train import fit
 from ppl_models.vae import VAE
 
 

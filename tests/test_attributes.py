@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from skimage.draw import polygon
 
-from ppl_models.morpho import measure, skeleton_length, slant, thickness
+from ppl_models.data.morpho import measure, skeleton_length, slant, thickness
 
 ROOT = Path(__file__).resolve().parents[1]
 

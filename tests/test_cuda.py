@@ -11,9 +11,9 @@ import pyro
 import pytest
 import torch
 from pyro.infer import Trace_ELBO
+from test_examples import SMOKE
 
 from ppl_models.linear_gaussian import ExactPosteriorGuide, LinearGaussian
-from test_examples import SMOKE
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.cuda,
@@ -65,7 +65,7 @@ def test_one_checkpoint_scores_the_same_on_cuda_and_cpu(tmp_path):
 
 
 def test_evaluator_on_cuda_is_exact_with_the_exact_posterior():
-    from ppl_models.evaluate import log_importance_weights
+    from ppl_models.inference.evaluate import log_importance_weights
     x = torch.tensor([[0.3, -1.0, 2.0], [1.5, 0.2, -0.4]])
     model = LinearGaussian()
     lw = log_importance_weights(model.cuda(), ExactPosteriorGuide(model).cuda(), x.cuda(), num_samples=50)
@@ -81,7 +81,7 @@ def test_fixed_draws_are_the_same_on_cuda():
 
 def test_a_training_step_synchronises_once(fake_images):
     """Only Pyro's loss value crosses to the host: count the synchronising calls of an epoch's steps
-    (the loop of ``ppl_models.train.fit``, without its once-per-epoch checkpoint)."""
+    (the loop of ``ppl_models.inference.train.fit``, without its once-per-epoch checkpoint)."""
     from guides.vae import make_guide
     from ppl_models.data import Minibatches, Split
     from ppl_models.vae import VAE

@@ -8,7 +8,7 @@ from torch.nn.functional import binary_cross_entropy_with_logits
 
 from guides.cvae import GUIDES, GSNNGuide, make_guide
 from ppl_models.cvae import CVAE, MISSING, Baseline, Hybrid, missing_mask, observe
-from ppl_models.evaluate import log_importance_weights, summarize
+from ppl_models.inference.evaluate import log_importance_weights, summarize
 
 Z = 4
 H = (16, 16)

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from ppl_models import data
 from ppl_models.data import DataError
+from ppl_models.checks import check_images
+from ppl_models.data import mnist as data
 
 
 def write_idx(path, array, gz=False):
@@ -121,7 +122,7 @@ def test_labeled_indices_bad_counts(n):
         data.labeled_indices(torch.arange(1000) % 10, n)
 
 
-def test_minibatches_cover_split_and_binarise():
+def test_minibatches_cover_split_and_binarize():
     split = data.Split(torch.rand(250, 784), torch.arange(250))
     batches = list(data.Minibatches(split, 100, "dynamic"))
     assert len(batches) == len(data.Minibatches(split, 100)) == 3
@@ -138,10 +139,10 @@ def test_minibatches_cover_split_and_binarise():
 ])
 def test_check_images_errors(x, match):
     with pytest.raises(ValueError, match=match):
-        data.check_images(x)
+        check_images(x)
 
 
-def test_unknown_dataset_and_binarisation():
+def test_unknown_dataset_and_binarization():
     with pytest.raises(ValueError, match="unknown dataset"):
         data.load_raw("cifar")
     with pytest.raises(ValueError, match="binarisation"):

@@ -1,4 +1,4 @@
-"""Data-parallel training (ppl_models.distributed) on this machine's CPUs: 2 processes, gloo."""
+"""Data-parallel training (ppl_models.inference.distributed) on this machine's CPUs: 2 processes, gloo."""
 import os
 import subprocess
 import sys
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ppl_models import distributed
 from ppl_models.data import Batches
+from ppl_models.inference import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))

@@ -5,8 +5,8 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
+from ppl_models.inference.evaluate import evaluate, log_importance_weights, summarize
 from ppl_models.linear_gaussian import ExactPosteriorGuide, LinearGaussian, LinearGuide
-from ppl_models.evaluate import evaluate, log_importance_weights, summarize
 
 X = torch.tensor([[0.3, -1.0, 2.0], [1.5, 0.2, -0.4], [-2.0, 0.7, 0.1]])
 

@@ -114,6 +114,7 @@ def test_ssvae_bad_labeled_counts(labeled, message):
     ("vrnn", ["--anneal-epochs", "-1"], "argument --anneal-epochs: must be an integer >= 0"),
     ("seqvae", ["--threads", "0"], "argument --threads: must be a positive integer"),
     ("cvae", ["--quadrants", "4"], "argument --quadrants: invalid choice"),
+    ("vae", ["--epoch", "3"], "unrecognized arguments: --epoch 3"),  # a prefix of --epochs is not guessed
 ])
 def test_bad_flags_are_one_line_and_exit_2(script, args, message, tmp_path):
     assert message in refused(script, "--smoke", "--out", str(tmp_path / "run"), *args, cwd=tmp_path)
@@ -123,13 +124,18 @@ def test_ssvae_sample_guide_smoke(tmp_path):
     out = run_example("ssvae", tmp_path, "--no-progress", "--guide", "sample", "--labeled", "100")
     assert "test error" in out
     assert (tmp_path / "confusion.png").exists()
-    assert json.loads((tmp_path / "results.json").read_text())["metrics"]["test_error"] >= 0
+    r = json.loads((tmp_path / "results.json").read_text())
+    # the error of argmax q(y|x) on the smoke run's test images, a multiple of 1 / their number
+    n = r["metrics"]["test_images_classified"]
+    assert 0 <= r["metrics"]["test_error"] <= 1 and abs(r["metrics"]["test_error"] * n - round(r["metrics"]["test_error"] * n)) < 1e-6
+    assert r["settings"]["guide"] == "sample" and r["metrics"]["test_log_px"] < 0
 
 
 def test_vae_step_schedule():
     sys.path.insert(0, str(ROOT / "examples"))
     from vae import step_schedule
-    from ppl_models.experiment import Refused
+
+    from ppl_models.runs.experiment import Refused
     f = step_schedule(1e-3, ["115:3e-4", "182:1e-4"])
     assert [f(e) for e in (1, 114, 115, 181, 182, 900)] == [1e-3, 1e-3, 3e-4, 3e-4, 1e-4, 1e-4]
     with pytest.raises(Refused, match="EPOCH:LR"):

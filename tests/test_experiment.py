@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ppl_models import compare, experiment
+from ppl_models.runs import compare, experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_KEYS = {"schema", "example", "run", "settings", "device", "hardware", "versions", "epochs", "eval_epoch",
@@ -95,7 +95,7 @@ def test_compare_reads_two_real_runs_into_one_table(tmp_path, capsys):
     assert [r["settings.guide"] for r in rows] == ["diag", "lowrank"]
     assert "| diag |" in table and "| lowrank |" in table
     assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("run,guide,test_log_px")
-    proc = subprocess.run([sys.executable, "-m", "ppl_models.compare", str(tmp_path / "nothing")],
+    proc = subprocess.run([sys.executable, "-m", "ppl_models.runs.compare", str(tmp_path / "nothing")],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from ppl_models import classifier as clf
 from ppl_models.data import load_mnist
-from ppl_models.fidelity import class_histogram, label_fidelity, strokes_to_images
-from ppl_models.strokes import image_to_rows, render
+from ppl_models.data.strokes import image_to_rows, render
+from ppl_models.judge import classifier as clf
+from ppl_models.judge.fidelity import class_histogram, label_fidelity, strokes_to_images
 
 
 class Oracle(torch.nn.Module):

@@ -2,6 +2,7 @@
 scored by the shared evaluator and, where the model's figures need it, encodes: a guide that traces
 but cannot be evaluated or encoded after training fails here, not after a long run."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ import guides.vae
 import guides.vrnn
 from ppl_models.cvae import CVAE, missing_mask, observe
 from ppl_models.draw import DRAW
-from ppl_models.evaluate import evaluate
+from ppl_models.inference.evaluate import evaluate
 from ppl_models.seqvae import SeqVAE
 from ppl_models.ssvae import SSVAE
 from ppl_models.vae import VAE
@@ -34,10 +35,25 @@ def check(r, exact=False):
     assert r["exact"] == exact
 
 
-def test_every_registry_has_the_one_shape():
-    for registry in (guides.vae.GUIDES, guides.ssvae.GUIDES, guides.cvae.GUIDES, guides.draw.GUIDES,
-                     guides.vrnn.GUIDES, guides.seqvae.GUIDES):
-        assert isinstance(registry, dict) and all(callable(b) for b in registry.values())
+SMALL_MODELS = {guides.vae: lambda: VAE(4, (16,)), guides.ssvae: lambda: SSVAE(3, (16,)),
+                guides.cvae: lambda: CVAE(784, 4, (16,)), guides.draw: lambda: DRAW(3, 4, 16),
+                guides.vrnn: lambda: VRNN("bernoulli", "learned", 4, 16), guides.seqvae: lambda: SeqVAE(4, 16, 10)}
+
+
+@pytest.mark.parametrize("module", list(SMALL_MODELS), ids=lambda m: m.__name__)
+def test_every_registry_builds_each_guide_the_one_way(module):
+    """``GUIDES[name](model, hidden=None)`` for every name gives a module with a ``guide`` method of the
+    model's signature, registering parameters of its own; ``make_guide`` refuses an unknown name,
+    listing the registered ones."""
+    import inspect
+    model = SMALL_MODELS[module]()
+    for name, builder in module.GUIDES.items():
+        guide = builder(model, None)
+        assert isinstance(guide, torch.nn.Module), name
+        assert list(inspect.signature(guide.guide).parameters) == list(inspect.signature(model.model).parameters)
+        assert type(module.make_guide(name, model)) is type(guide)
+    with pytest.raises(ValueError, match=rf"unknown guide 'nope'; choose one of {re.escape(str(sorted(module.GUIDES)))}"):
+        module.make_guide("nope", model)
 
 
 @pytest.mark.parametrize("name", sorted(guides.vae.GUIDES))

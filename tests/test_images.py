@@ -1,5 +1,6 @@
 """Your own images: the folder reader, the CelebA reader on a fixture in its layout, shapes through
 the VAE family's networks, and the one-line refusals."""
+import json
 import os
 import subprocess
 import sys
@@ -14,9 +15,8 @@ from PIL import Image
 from pyro.infer import Trace_ELBO
 
 from guides.vae import GUIDES, make_guide
-from ppl_models import images
-from ppl_models.data import DataError
-from ppl_models.evaluate import evaluate
+from ppl_models.data import DataError, images
+from ppl_models.inference.evaluate import evaluate
 from ppl_models.vae import VAE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,3 +208,28 @@ def test_run_folders_are_named_from_the_data():
                               ("celeba:/data/celeba", ["--channels", "1"])]}
     assert names == {"mnist": "", "fashion-mnist": "fashion-", "folder:/tmp/pics": "folder-pics-s64-c3-",
                      "celeba:/data/celeba": "celeba-celeba-s64-c1-"}
+
+
+def test_a_folder_run_is_rebuilt_with_its_shape_and_data_and_the_guides_lab_measures_its_gaps(tmp_path):
+    """The one rebuild function turns a run folder trained on an image folder back into its model (with
+    the run's image shape), guide and data; the guides lab's inference gaps use it end to end."""
+    from ppl_models.runs import experiment
+
+    root = tmp_path / "pics"
+    g = np.random.default_rng(1)
+    for i in range(40):
+        write(root / f"{i}.png", g.integers(0, 255, (12, 12, 3)))
+    flags = ["--dataset", f"folder:{root}", "--image-size", 8, "--hidden", 16, "--batch-size", 16, "--no-progress"]
+    proc = run_vae(*flags, "--smoke", "--out", tmp_path / "run")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    run = experiment.rebuild(tmp_path / "run")
+    assert run.name == "vae" and run.model.shape == (3, 8, 8) and run.args.dataset == f"folder:{root}"
+    train, valid, test = run.load_data()
+    assert train.x.shape[1] == valid.x.shape[1] == 3 * 8 * 8
+    assert run.guide.encode(test.x[:3]).shape == (3, 50) and run.model.decode(torch.zeros(2, 50)).shape == (2, 192)
+    lab = subprocess.run([sys.executable, str(ROOT / "examples" / "guides_lab.py"), "--model", "vae", "--guides", "diag",
+                          "--smoke", "--out", str(tmp_path / "lab"), *map(str, flags)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert lab.returncode == 0, lab.stdout[-2000:] + lab.stderr[-3000:]
+    gaps = json.loads((tmp_path / "lab" / "diag" / "gaps.json").read_text())
+    assert gaps["images"] == min(5, len(test.x)) and np.isfinite([gaps["approximation_gap"], gaps["amortisation_gap"]]).all()

@@ -2,7 +2,6 @@
 nbclient at its small budget (``PPL_NOTEBOOK_SMOKE=1``: fewer images, steps and samples; the same
 code), so a change to the project that breaks a lesson fails here. The notebooks are committed
 without outputs: a reader runs them and sees their own figures, and a diff shows only the lesson."""
-import os
 import re
 from pathlib import Path
 

@@ -7,9 +7,9 @@ from torch import nn
 import guides.vae
 from guides.heads import DiagNormal, FullCovNormal
 from guides.vae import EncoderGuide
+from ppl_models.inference.evaluate import evaluate
+from ppl_models.inference.refine import fixed_noise_elbo, inference_gaps, refine
 from ppl_models.linear_gaussian import LinearGaussian
-from ppl_models.evaluate import evaluate
-from ppl_models.refine import fixed_noise_elbo, inference_gaps, refine
 from ppl_models.vae import VAE
 
 X = torch.tensor([[0.3, -1.0, 2.0], [1.5, 0.2, -0.4], [-2.0, 0.7, 0.1], [0.0, 0.5, -1.5]])

@@ -9,8 +9,8 @@ from pyro.infer import TraceEnum_ELBO, TraceGraph_ELBO
 from torch.nn.functional import log_softmax
 
 from guides.ssvae import GUIDES, make_guide
-from ppl_models.evaluate import log_importance_weights
-from ppl_models.ssvae import M2Objective, SSVAE, cat_label
+from ppl_models.inference.evaluate import log_importance_weights
+from ppl_models.ssvae import SSVAE, M2Objective, cat_label
 
 Z = 3
 
@@ -48,7 +48,7 @@ def test_enumerated_elbo_equals_explicit_sum_over_labels(name, fake_images):
     assert loss == pytest.approx(-elbo_u.sum().item(), rel=1e-5)
 
 
-def test_labelled_elbo_and_classification_term(fake_images):
+def test_labeled_elbo_and_classification_term(fake_images):
     x, y = fake_images[0][:6], fake_images[1][:6]
     model = SSVAE(Z, (16,))
     guide = make_guide("mlp", model)

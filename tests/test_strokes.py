@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ppl_models import strokes
+from ppl_models.data import strokes
 
 
 def draw_line(img, r0, c0, r1, c1, width=2):

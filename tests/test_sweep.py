@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ppl_models.experiment import Refused
+from ppl_models.runs.experiment import Refused
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("sweep", ROOT / "examples" / "sweep.py")

@@ -8,9 +8,16 @@ from pyro.infer import Trace_ELBO
 from guides.heads import IAF
 from guides.vae import make_guide
 from ppl_models.data import Minibatches, Split
-from ppl_models.evaluate import evaluate
+from ppl_models.inference.evaluate import evaluate
+from ppl_models.inference.train import (
+    BEST,
+    CHECKPOINT,
+    SettingsMismatch,
+    TrainingDiverged,
+    fit,
+    read_checkpoint,
+)
 from ppl_models.ssvae import M2Objective
-from ppl_models.train import BEST, CHECKPOINT, SettingsMismatch, TrainingDiverged, fit, read_checkpoint
 from ppl_models.vae import VAE
 
 

@@ -7,7 +7,7 @@ from pyro.infer import Trace_ELBO
 from pyro.poutine.util import site_is_subsample
 
 from guides.vae import GUIDES, make_guide
-from ppl_models.evaluate import evaluate
+from ppl_models.inference.evaluate import evaluate
 from ppl_models.vae import VAE
 
 Z = 4

@@ -6,7 +6,7 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO
 
 from guides.vrnn import GUIDES, flip_valid, make_guide
-from ppl_models.evaluate import evaluate, log_importance_weights, summarize
+from ppl_models.inference.evaluate import evaluate, log_importance_weights, summarize
 from ppl_models.vrnn import PRIORS, VRNN
 
 Z, H = 3, 12

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ppl_models.data import DataError, Split, cache_dir
-from ppl_models.train import atomic_save
+from ppl_models.inference.train import atomic_save
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 CACHE_VERSION = 1

@@ -33,9 +33,11 @@ Results: one ``results.json`` per run, the same keys for every model (``RESULTS_
                  "ess_mean": ..., "khat_above_0_7": ..., "exact": false, <the model's own, e.g. test_error>}}
 
 ``test_elbo`` and ``test_log_px`` are per example (image or sequence) in nats, higher is better.
-``python -m ppl_models.compare DIR...`` turns any set of them into one table.
+``python -m ppl_models.runs.compare DIR...`` turns any set of them into one table.
 """
 import argparse
+import copy
+import importlib.util
 import json
 import os
 import platform
@@ -48,11 +50,21 @@ import numpy as np
 import pyro
 import torch
 
-from ppl_models import distributed
 from ppl_models.data import DataError
-from ppl_models.evaluate import evaluate
-from ppl_models.train import BEST, CHECKPOINT, CorruptCheckpoint, SettingsMismatch, TrainingDiverged, \
-    check_settings, fit, load_checkpoint, read_checkpoint, resolve_device
+from ppl_models.inference import distributed
+from ppl_models.inference.evaluate import evaluate
+from ppl_models.inference.train import (
+    BEST,
+    CHECKPOINT,
+    CorruptCheckpoint,
+    SettingsMismatch,
+    TrainingDiverged,
+    check_settings,
+    fit,
+    load_checkpoint,
+    read_checkpoint,
+    resolve_device,
+)
 
 RESULTS, RESULTS_SCHEMA = "results.json", 1
 # Flags that may differ between a run and its resume or re-evaluation: where the run lives, how it
@@ -60,6 +72,8 @@ RESULTS, RESULTS_SCHEMA = "results.json", 1
 FREE = {"out", "resume", "overwrite", "eval_only", "no_progress", "threads", "device", "epochs",
         "eval_samples", "eval_images", "lr", "lr_steps", "lr_decay", "patience", "valid_every", "seeds"}
 SMOKE = {"epochs": 1, "eval_samples": 8, "eval_images": 20}
+SMOKE_SIZES = (200, 100, 100)  # the first images of train, valid and test under --smoke
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 class Refused(ValueError):
@@ -69,6 +83,10 @@ class Refused(ValueError):
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``prog: error: argument --batch-size: must be ...``, exit 2).
     Under ``--smoke`` the flags of ``SMOKE`` that the command does not give take the smoke sizes."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # --epoch is not --epochs: a prefix is refused, not guessed
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -177,7 +195,7 @@ def start(args, example, template, out=None, free=(), serial_only=None):
     ``run.settings``, ``run.args``, ``run.example``). ``template`` names the default folder from the
     settings, e.g. ``"{guide}-z{z_dim}"``; ``out`` overrides ``--out`` (a sub-run of one command);
     ``free`` names the example's own flags that may change on a resume (e.g. a training length).
-    Under ``torchrun`` with several processes the run trains data-parallel (``ppl_models.distributed``),
+    Under ``torchrun`` with several processes the run trains data-parallel (``ppl_models.inference.distributed``),
     unless the example gives a reason it cannot (``serial_only``), which refuses the command."""
     if args.resume and args.eval_only:
         raise Refused("--resume and --eval-only exclude each other: --resume trains on, --eval-only only scores")
@@ -223,7 +241,7 @@ def train(run, model, guide, loss, batches, *, out=None, **kwargs):
     kwargs.setdefault("lr", a.lr)
     kwargs.setdefault("epochs", a.epochs)
     history = fit(model, guide, loss, batches, out=out, resume=a.resume, seed=a.seed,
-                  progress=not a.no_progress, settings=run.settings, **kwargs)
+                  progress=not a.no_progress, settings=run.settings, example=run.example, **kwargs)
     distributed.end()  # data-parallel: the other ranks end here, rank 0 scores and writes alone
     return history
 
@@ -232,8 +250,7 @@ def load_best(run, model, guide, out=None):
     """Load this run's best checkpoint (its last one where it keeps no best) into model and guide;
     return its epoch. The checkpoint's settings must be the run's."""
     out = Path(out or run.out)
-    path = out / BEST if (out / BEST).exists() else out / CHECKPOINT
-    epoch = load_checkpoint(path, model, guide, settings=run.settings)["epoch"]
+    epoch = load_checkpoint(saved_checkpoint(out), model, guide, settings=run.settings)["epoch"]
     model.eval(), guide.eval()
     return epoch
 
@@ -261,6 +278,111 @@ def score(run, model, guide, *data, batch_size=None, **kwargs):
                                                 f"{100 * metrics.get('khat_above_0_7', float('nan')):.1f}%"
                                                 if not r["exact"] else ""))
     return metrics
+
+
+def smoke_subsets(args, *splits, sizes=SMOKE_SIZES):
+    """Under ``--smoke`` the first ``sizes`` examples of each split (train, valid, test: a ``Split``, a
+    tensor, or a dict of tensors), else the splits as they are. One size for every example: smoke runs
+    check wiring, not figures."""
+    if not args.smoke:
+        return splits
+
+    def first(s, n):
+        if hasattr(s, "subset"):
+            return s.subset(slice(0, n))
+        if isinstance(s, dict):
+            return {k: (v[:n] if v is not None else None) for k, v in s.items()}
+        return s[:n]
+    return tuple(first(s, n) for s, n in zip(splits, sizes))
+
+
+def validation(model, guide, *data, key="valid_loss", batch_size=1000, **kwargs):
+    """The closure ``fit`` calls to validate: ``{key: -ELBO}`` per example on ``data`` (one particle, the
+    shared evaluator; ``kwargs`` go to it, e.g. ``particles="plate"`` or ``lengths=``)."""
+    def validate():
+        r = evaluate(model, guide, *data, num_samples=1, batch_size=batch_size, khat=False, **kwargs)
+        return {key: r["neg_elbo"]}
+    return validate
+
+
+def each(args, flag, values, run_one, folder):
+    """One command, several runs (seeds, observed quadrants, ...): ``run_one(args)`` once per value of
+    ``flag``; with ``--out`` and several values each run gets the subfolder ``folder.format(value)``.
+    Returns the runs' results."""
+    runs = []
+    for value in values:
+        one = copy.copy(args)
+        setattr(one, flag, value)
+        if args.out and len(values) > 1:
+            one.out = str(Path(args.out) / folder.format(value))
+        runs.append(run_one(one))
+    return runs
+
+
+def load_example(name, folder=None):
+    """``examples/<name>.py`` (or ``<folder>/<name>.py``) as a module: its ``parse_args``, ``main`` and,
+    for a model's example, ``build`` and ``load_data``."""
+    folder = Path(folder or EXAMPLES)
+    path = folder / f"{name}.py"
+    if not path.exists():
+        raise Refused(f"no example {name!r} in {folder}")
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def saved_checkpoint(folder):
+    """The checkpoint a run folder is scored from: ``best.pt`` (the best validation epoch), else the
+    last epoch's ``checkpoint.pt``; a folder with neither is refused."""
+    folder = Path(folder)
+    for name in (BEST, CHECKPOINT):
+        if (folder / name).exists():
+            return folder / name
+    raise Refused(f"{folder}: no {CHECKPOINT} there; it holds no trained run")
+
+
+def example_of(folder, ckpt):
+    """The example that wrote a run folder: recorded in its checkpoint, else in its ``results.json``."""
+    if ckpt.get("example"):
+        return ckpt["example"]
+    results = Path(folder) / RESULTS
+    if results.exists():
+        return json.loads(results.read_text()).get("example")
+    return None
+
+
+def rebuild(folder, device="cpu", example=None):
+    """A run folder back to what trained it: ``run.model`` and ``run.guide`` with the weights of its
+    best checkpoint (:func:`saved_checkpoint`), in evaluation mode on ``device``; ``run.args`` (the
+    example's flags with the saved settings), ``run.epoch``, ``run.example`` (the example's module)
+    and ``run.load_data()``, the run's own data (for the VAE: its dataset, image shape and
+    binarization) as the example loads it. The one way every tool (eval-only, the lab, attribute
+    vectors, the sweep's tables, the lessons) turns a folder into a model."""
+    folder = Path(folder)
+    path = saved_checkpoint(folder)
+    ckpt = read_checkpoint(path)
+    name = example or example_of(folder, ckpt)
+    if name is None:
+        raise Refused(f"{path} does not say which example wrote it (no results.json beside it)")
+    module = load_example(name)
+    if not hasattr(module, "build"):
+        raise Refused(f"examples/{name}.py builds no single model from its settings; it cannot be rebuilt")
+    settings = ckpt.get("settings") or {}
+    args = module.parse_args(["--out", str(folder)])
+    unknown = sorted(set(settings) - set(vars(args)))
+    if unknown:
+        raise Refused(f"{path}: settings {unknown} are not flags of examples/{name}.py; "
+                      "it was written by another example")
+    vars(args).update(settings)
+    device = torch.device(device)
+    model, guide = module.build(args, device)
+    model.load_state_dict(ckpt["model"])
+    guide.load_state_dict(ckpt["guide"])
+    model.eval(), guide.eval()
+    return SimpleNamespace(model=model, guide=guide, args=args, settings=settings, epoch=ckpt["epoch"],
+                           example=module, name=name, folder=folder, checkpoint=path,
+                           load_data=lambda: module.load_data(args, device))
 
 
 def hardware(device):

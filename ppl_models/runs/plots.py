@@ -13,8 +13,8 @@ if "ipykernel" not in sys.modules and "MPLBACKEND" not in os.environ:
     matplotlib.use("Agg")  # files only, no window; a notebook keeps its inline figures
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 import pyro.distributions as dist  # noqa: E402
+import torch  # noqa: E402
 
 
 def _np(t):

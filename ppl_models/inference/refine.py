@@ -28,7 +28,7 @@ from pyro.infer import Trace_ELBO
 from torch import nn
 
 from ppl_models.anneal import kl_scale
-from ppl_models.evaluate import evaluate, log_importance_weights
+from ppl_models.inference.evaluate import evaluate, log_importance_weights
 
 
 class RefinedGuide(nn.Module):

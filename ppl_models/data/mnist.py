@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pyro.infer.util import is_validation_enabled
 
 MNIST_MD5 = {  # of the uncompressed IDX files
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -277,7 +276,7 @@ class Batches:
             yield step if cut is None else (step[0][:, :cut], *step[1:])
 
 
-def fresh_binarisation(x, *rest):
+def fresh_binarization(x, *rest):
     """Step arguments with the images ``x`` binarised afresh (dynamic binarisation)."""
     return (torch.bernoulli(x), *rest)
 
@@ -291,7 +290,7 @@ class Minibatches(Batches):
         if binarization not in BINARIZE_MODES:
             raise ValueError(f"unknown binarisation {binarization!r}; choose one of {BINARIZE_MODES}")
         super().__init__(split.x, split.y, batch_size=batch_size,
-                         make=fresh_binarisation if binarization == "dynamic" else None)
+                         make=fresh_binarization if binarization == "dynamic" else None)
 
 
 def load_mnist(dataset="mnist", device="cpu", binarization="dynamic", seed=0, download=True):
@@ -348,32 +347,3 @@ def labeled_indices(labels, n_labeled, seed=0, n_classes=10):
     mask = torch.ones(len(labels), dtype=torch.bool)
     mask[labeled] = False
     return labeled, mask.nonzero().squeeze(1)
-
-
-def validating():
-    """True while Pyro's validation is on. The models check their inputs' *values* (NaN, ranges) only
-    then: such a check reads a device tensor on the host, which on a GPU waits for the device. The
-    training loop turns validation on for its first step and the evaluator for its first batch;
-    ``pyro.validation_enabled()`` turns it on anywhere. Shapes are checked always (they cost nothing)."""
-    return is_validation_enabled()
-
-
-def _flat(n_pixels):
-    return "flattened 28x28" if n_pixels == 784 else "flattened channels x height x width"
-
-
-def check_images(x, n_pixels=784, values=None):
-    """Raise a clear error for data a model cannot score: wrong shape, and (when ``values``, by default
-    while :func:`validating`) NaN or values outside [0, 1]."""
-    if not torch.is_tensor(x):
-        raise ValueError(f"images must be a tensor of shape [batch, {n_pixels}] ({_flat(n_pixels)}), "
-                         f"got {type(x).__name__}")
-    if x.dim() != 2 or x.shape[1] != n_pixels:
-        raise ValueError(f"images must have shape [batch, {n_pixels}] ({_flat(n_pixels)}), got {list(x.shape)}")
-    if not (validating() if values is None else values):
-        return x
-    if torch.isnan(x).any():
-        raise ValueError("images contain NaN pixels")
-    if x.min() < 0 or x.max() > 1:
-        raise ValueError("pixel values must lie in [0, 1]")
-    return x

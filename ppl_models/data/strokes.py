@@ -218,7 +218,7 @@ def stats(lengths):
 
 def render(rows, absolute_coords=False, size=28, radius=0.75):
     """Draw a sequence onto a ``[size, size]`` float canvas in [0, 1], the way the classifier of
-    :mod:`ppl_models.classifier` reads images: every pen-down segment (consecutive points of one
+    :mod:`ppl_models.judge.classifier` reads images: every pen-down segment (consecutive points of one
     stroke; a single-point stroke is a dot) inked where a pixel centre lies within ``radius`` pixels
     of it, with a one-pixel linear fall-off beyond (MNIST's strokes are two to three pixels wide and
     anti-aliased; with radius 0.75, the drawn skeletons of the first 1,000 test digits have about

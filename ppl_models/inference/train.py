@@ -17,7 +17,7 @@ Host-device synchronisation: one per step, Pyro's loss value (``loss_and_grads``
 An objective may return a tensor instead (e.g. a float plus a term still on the device); such a
 value is summed on the device and checked for NaN once per epoch.
 
-Under ``torchrun`` with several processes the loop is data-parallel (``ppl_models.distributed``): the
+Under ``torchrun`` with several processes the loop is data-parallel (``ppl_models.inference.distributed``): the
 global batches come from an RNG stream the ranks share, each rank scores its shard, the gradients are
 summed over the ranks before every optimiser step, rank 0 validates and writes.
 """
@@ -34,7 +34,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ppl_models import distributed
+from ppl_models.inference import distributed
 
 CHECKPOINT, BEST, METRICS = "checkpoint.pt", "best.pt", "metrics.csv"
 
@@ -157,7 +157,7 @@ def load_checkpoint(path, model, guide, optimizer=None, settings=None):
 
 def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_decay=1.0, validate=None,
         valid_every=1, best=None, patience=None, resume=False, seed=0, progress=True, step_kwargs=None,
-        settings=None, log=print):
+        settings=None, example=None, log=print):
     """Train ``model`` and ``guide`` (``nn.Module`` s with ``.model`` / ``.guide`` methods).
 
     batches:    an iterable of argument tuples, iterated once per epoch (or a function
@@ -173,6 +173,8 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
                 improve ``best`` (``None``: run all epochs).
     settings:   a dict of the run's settings, stored in every checkpoint; ``resume`` refuses a
                 checkpoint whose settings differ (:class:`SettingsMismatch`).
+    example:    the name of the example that trains, stored in every checkpoint (so that a run
+                folder can be rebuilt: ``ppl_models.runs.experiment.rebuild``).
     lr, lr_decay: the learning rate of epoch e is ``lr * lr_decay ** (e - 1)``, also after a resume
                 (so resuming with a smaller ``lr`` is a step schedule); ``lr`` may also be a function
                 ``lr(epoch)``.
@@ -263,7 +265,7 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
             stale = 0 if improved else stale + 1
         ckpt = {"model": model.state_dict(), "guide": guide.state_dict(), "optimizer": optimizer.state_dict(),
                 "epoch": epoch, "rng": rng_state(), "history": history, "best_value": best_value,
-                "stale": stale, "settings": settings}
+                "stale": stale, "settings": settings, "example": example}
         if ranks > 1:
             ckpt.update(rng_ranks=distributed.gather(ckpt["rng"]), rng_shared=shared.state)
         if main:

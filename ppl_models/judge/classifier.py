@@ -11,7 +11,7 @@ off-centre digits alike::
                         -> linear (128) -> ReLU -> linear (10) logits
 
 ``load_classifier(device)`` returns the cached network (training it first, about two minutes on one
-CPU thread, when the cache has none); ``python -m ppl_models.classifier`` trains it again and prints
+CPU thread, when the cache has none); ``python -m ppl_models.judge.classifier`` trains it again and prints
 its errors. ``smoke=True`` is a seconds-long version on 6,000 images, cached apart, for tests.
 """
 import argparse
@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.functional import cross_entropy
 
 from ppl_models.data import cache_dir, load_mnist
-from ppl_models.train import atomic_save
+from ppl_models.inference.train import atomic_save
 
 VERSION = 1
 EPOCHS = 4

@@ -1,11 +1,11 @@
-"""One table from any set of runs: ``python -m ppl_models.compare DIR_OR_FILE...``.
+"""One table from any set of runs: ``python -m ppl_models.runs.compare DIR_OR_FILE...``.
 
-    python -m ppl_models.compare results/vae                  # every run below results/vae
-    python -m ppl_models.compare results/vae/*iaf* results/vae/*diag* --sort test_log_px --desc
-    python -m ppl_models.compare results/ssvae --over seed    # mean and std over the seeds
-    python -m ppl_models.compare results/cvae --csv cvae.csv  # the same table as CSV too
+    python -m ppl_models.runs.compare results/vae                  # every run below results/vae
+    python -m ppl_models.runs.compare results/vae/*iaf* results/vae/*diag* --sort test_log_px --desc
+    python -m ppl_models.runs.compare results/ssvae --over seed    # mean and std over the seeds
+    python -m ppl_models.runs.compare results/cvae --csv cvae.csv  # the same table as CSV too
 
-Reads the ``results.json`` of each run (``ppl_models.experiment``), and prints a Markdown table: the
+Reads the ``results.json`` of each run (``ppl_models.runs.experiment``), and prints a Markdown table: the
 run, only the settings that differ between the runs, the metrics (log-likelihoods and ELBOs per
 example in nats, higher is better), epochs and training time. ``--over KEY`` merges the runs that
 differ only in ``KEY`` (e.g. ``seed``) into one row: mean +- standard deviation, and the count.
@@ -17,7 +17,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from ppl_models.experiment import RESULTS, Parser
+from ppl_models.runs.experiment import RESULTS, Parser
 
 FIRST_METRICS = ("test_log_px", "test_elbo", "test_error", "nn_log_px", "eval_samples", "eval_images", "ess_mean",
                  "khat_above_0_7")
@@ -54,7 +54,7 @@ def load_rows(files):
         except (OSError, ValueError) as e:
             raise ValueError(f"{f} is not a readable results file ({e})") from None
         if "metrics" not in r or "settings" not in r:
-            raise ValueError(f"{f} is not a results.json of ppl_models.experiment (no settings/metrics)")
+            raise ValueError(f"{f} is not a results.json of ppl_models.runs.experiment (no settings/metrics)")
         row = {"run": str(Path(f).parent), "example": r.get("example")}
         row.update({f"settings.{k}": flat(v) for k, v in r["settings"].items()})
         row.update({k: v for k, v in r["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -133,7 +133,7 @@ def sort_rows(rows, key, descending=False):
 
 
 def parse_args(argv=None):
-    p = Parser(prog="python -m ppl_models.compare", description=__doc__,
+    p = Parser(prog="python -m ppl_models.runs.compare", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", help="run folders, results.json files, or folders holding runs")
     p.add_argument("--over", metavar="SETTING", help="merge runs that differ only in SETTING (e.g. seed)")
@@ -169,5 +169,5 @@ if __name__ == "__main__":
     try:
         main(parse_args())
     except (FileNotFoundError, ValueError) as e:
-        print(f"python -m ppl_models.compare: error: {e}", file=sys.stderr)
+        print(f"python -m ppl_models.runs.compare: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -2,8 +2,8 @@
 
 For a generator ``generate(y) -> images`` (``y``: ``[n]`` requested digits; images ``[n, 784]`` or
 ``[n, 28, 28]`` intensities in [0, 1]; pen strokes are drawn onto the canvas first with
-``ppl_models.strokes.render``), draw ``per_class`` samples of every digit and let the project's digit
-classifier (``ppl_models.classifier``) read them::
+``ppl_models.data.strokes.render``), draw ``per_class`` samples of every digit and let the project's digit
+classifier (``ppl_models.judge.classifier``) read them::
 
     fidelity(c) = #{samples asked to be c and classified as c} / per_class
     fidelity    = mean over the ten digits
@@ -15,8 +15,8 @@ equal shares).
 """
 import torch
 
-from ppl_models.classifier import load_classifier
-from ppl_models.strokes import render
+from ppl_models.data.strokes import render
+from ppl_models.judge.classifier import load_classifier
 
 N_CLASSES = 10
 

@@ -1,8 +1,11 @@
 """Timing helper for the benchmark scripts: several training-step functions timed in one run."""
+import math
 import statistics
 import time
 
 import torch
+
+LOG_2PI = math.log(2 * math.pi)  # the normal log-density's constant, for the hand-written losses
 
 
 def time_interleaved(steps, batches, repeats, device):
@@ -53,20 +56,21 @@ def training_steps(pyro_loss_and_grads, hand_loss, optimizer):
     return {"pyro": pyro_step, "torch": torch_step}
 
 
-def compare(steps, batches, repeats, device, title, labels, out_file, extra=None):
-    """Time ``steps`` (see :func:`training_steps`) interleaved, print the medians and the ratio
-    Pyro / torch under ``title``, write them (with ``extra``) as JSON to ``out_file``."""
+def compare(steps, batches, repeats, device, title, labels, out_file, extra=None, ratio_label="ratio Pyro / torch"):
+    """Time the two ``steps`` (e.g. :func:`training_steps`, ``{"pyro": ..., "torch": ...}``) interleaved,
+    print the medians under ``title`` with ``labels`` and the ratio first / second, and write them (with
+    ``extra``) as JSON to ``out_file``: ``ms_<name>`` for each, ``ratio``, the device and the times."""
     import json
     from pathlib import Path
 
     timed = time_interleaved(steps, batches, repeats, device)
-    med = {k: v["median"] for k, v in timed.items()}
-    ratio = med["pyro"] / med["torch"]
+    (first, a), (second, b) = ((k, v["median"]) for k, v in timed.items())
+    ratio = a / b
     print(f"{title}, {device}, {torch.get_num_threads()} threads, median of {repeats} blocks of {len(batches)}:")
-    print(f"  {labels[0]:42s} {1e3 * med['pyro']:8.1f} ms")
-    print(f"  {labels[1]:42s} {1e3 * med['torch']:8.1f} ms")
-    print(f"  {'ratio Pyro / torch':42s} {ratio:8.3f}")
-    result = {"ms_pyro": 1e3 * med["pyro"], "ms_torch": 1e3 * med["torch"], "ratio": ratio, "device": str(device),
+    print(f"  {labels[0]:42s} {1e3 * a:8.1f} ms")
+    print(f"  {labels[1]:42s} {1e3 * b:8.1f} ms")
+    print(f"  {ratio_label:42s} {ratio:8.3f}")
+    result = {f"ms_{first}": 1e3 * a, f"ms_{second}": 1e3 * b, "ratio": ratio, "device": str(device),
               "threads": torch.get_num_threads(), **(extra or {}), "times": {k: v["times"] for k, v in timed.items()}}
     Path(out_file).parent.mkdir(parents=True, exist_ok=True)
     Path(out_file).write_text(json.dumps(result, indent=1))
