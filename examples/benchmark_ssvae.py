@@ -19,12 +19,7 @@ from pathlib import Path
 
 import pyro
 import torch
-from torch.nn.functional import (
-    binary_cross_entropy_with_logits,
-    cross_entropy,
-    log_softmax,
-    softplus,
-)
+from torch.nn.functional import binary_cross_entropy_with_logits, cross_entropy, log_softmax, softplus
 
 from guides.ssvae import make_guide
 from ppl_models.data import N_TRAIN, labeled_indices, load_mnist

@@ -2,6 +2,7 @@
 
     python examples/cvae.py                          # 1, 2 and 3 observed quadrants, Pyro's protocol
     python examples/cvae.py --quadrants 2 --guide gsnn
+    python examples/cvae.py --quadrants 1 --objective hybrid --hybrid 0.5   # Sohn et al.'s hybrid objective
     python examples/cvae.py --condition label        # y = image, x = digit label: samples per class
 
 Each number of observed quadrants is one run (its own folder): it trains the baseline NN
@@ -26,28 +27,34 @@ from guides.cvae import GUIDES, GSNNGuide, make_guide
 from ppl_models.cvae import CVAE, Baseline, Hybrid, missing_mask, observe
 from ppl_models.data import Batches, load_mnist
 from ppl_models.inference.evaluate import evaluate
+from ppl_models.inference.objectives import OBJECTIVES, make_objective
 from ppl_models.judge import fidelity
 from ppl_models.runs import experiment, plots
 from ppl_models.runs.experiment import positive_int, ranged
 
 hybrid_weight = ranged(float, lambda v: 0 < v < 1,
-                       "strictly between 0 and 1 (for 1 use --guide recognition, for 0 --guide gsnn)")
+                       "strictly between 0 and 1 (for 1 use --objective elbo, for 0 --guide gsnn)")
 RUN_NAMES = {"quadrants": "q{quadrants}-{targets}-{guide}-z{z_dim}", "label": "label-{targets}-{guide}-z{z_dim}"}
 
 
 def parse_args(argv=None):
-    p = experiment.parser(__doc__, epochs=50, batch_size=128, eval_samples=1000, eval_images=10000)
+    p = experiment.parser(__doc__, epochs=50, batch_size=128, eval_samples=1000, eval_images=10000,
+                          objectives=(*OBJECTIVES, "hybrid"))
     p.add_argument("--condition", default="quadrants", choices=["quadrants", "label"])
     p.add_argument("--quadrants", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3],
                    help="observed quadrants, one run each")
     p.add_argument("--targets", default="grey", choices=["grey", "binary"])
     p.add_argument("--guide", default="recognition", choices=list(GUIDES))
-    p.add_argument("--hybrid", type=hybrid_weight, default=0.5, help="weight of the CVAE term with --guide hybrid")
+    p.add_argument("--hybrid", type=hybrid_weight, default=0.5,
+                   help="--objective hybrid: the weight of the CVAE term (the GSNN term takes the rest)")
     p.add_argument("--z-dim", type=positive_int, default=200)
     p.add_argument("--hidden", type=positive_int, default=500)
     p.add_argument("--baseline-epochs", type=positive_int, default=50, help="baseline epochs at most (early stopping)")
     p.add_argument("--patience", type=positive_int, default=3, help="stop after this many epochs without improvement")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.objective == "hybrid" and args.guide != "recognition":
+        p.error("--objective hybrid mixes the recognition guide's ELBO with the GSNN's: use --guide recognition")
+    return args
 
 
 def make_inputs(y, labels, missing, condition):
@@ -102,7 +109,10 @@ def train_baseline(run, data, missing):
 def train_cvae(run, data, missing, baseline):
     args, (train, valid, _) = run.args, data
     cvae, guide = build(args, run.device, baseline)
-    loss = Hybrid(args.hybrid, GSNNGuide(cvae).guide) if args.guide == "hybrid" else Trace_ELBO()
+    if args.objective == "hybrid":
+        loss = Hybrid(args.hybrid, GSNNGuide(cvae).guide, make_objective("elbo", args.particles))
+    else:
+        loss = make_objective(args.objective, args.particles, args.renyi_alpha)
     vx, vy, vm = make_inputs(valid.x, valid.y, missing, args.condition)
     # one-particle -ELBO of the guide being trained (for gsnn: of the prior)
     validate = experiment.validation(cvae, guide, vx, vy, vm, key="valid_neg_elbo", batch_size=500, particles="plate")

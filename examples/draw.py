@@ -26,7 +26,8 @@ RUN_NAME = "{attention}-T{glimpses}-h{hidden}-z{z_dim}-{condition}-{guide}"
 
 
 def parse_args(argv=None):
-    p = experiment.parser(__doc__, epochs=20, eval_samples=1000, eval_images=10000)
+    p = experiment.parser(__doc__, epochs=20, eval_samples=1000, eval_images=10000, objectives=("elbo",),
+                          why="its recurrent networks take no particle dimension: one particle per image")
     p.add_argument("--attention", default="none", choices=["none", "filterbank"])
     p.add_argument("--read-n", type=positive_int, default=2, help="read glimpse N x N (filterbank)")
     p.add_argument("--write-n", type=positive_int, default=5, help="write patch N x N (filterbank)")

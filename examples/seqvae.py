@@ -12,11 +12,11 @@ line in z between an encoded "four" and "six", all drawn as strokes.
 """
 import numpy as np
 import torch
-from pyro.infer import Trace_ELBO
 
 from guides.seqvae import GUIDES, make_guide
 from ppl_models.data import N_TRAIN, Batches
 from ppl_models.data.strokes import load_strokes, plot_strokes
+from ppl_models.inference.objectives import OBJECTIVES, make_objective
 from ppl_models.runs import experiment, plots
 from ppl_models.runs.experiment import positive_int
 from ppl_models.runs.plots import plt
@@ -26,7 +26,7 @@ RUN_NAME = "{guide}-z{z_dim}-h{hidden}-T{steps}"
 
 
 def parse_args(argv=None):
-    p = experiment.parser(__doc__, epochs=20, eval_samples=500, eval_images=1000)
+    p = experiment.parser(__doc__, epochs=20, eval_samples=500, eval_images=1000, objectives=OBJECTIVES)
     p.add_argument("--guide", default="lstm", choices=list(GUIDES))
     p.add_argument("--z-dim", type=positive_int, default=64)
     p.add_argument("--hidden", type=positive_int, default=512)
@@ -64,7 +64,8 @@ def main(args):
 
     print(f"sequence VAE: T={args.steps} z={args.z_dim} hidden={args.hidden} guide={args.guide}, "
           f"{len(train_x)} training digits")
-    history = experiment.train(run, model, guide, Trace_ELBO(), Batches(train_x, batch_size=args.batch_size),
+    objective = make_objective(args.objective, args.particles, args.renyi_alpha)
+    history = experiment.train(run, model, guide, objective, Batches(train_x, batch_size=args.batch_size),
                                validate=validate, best=("valid_loss", "min"))
     eval_epoch = experiment.load_best(run, model, guide)
     metrics = experiment.score(run, model, guide, test[:, :, :2], particles="plate")

@@ -5,6 +5,8 @@
     python examples/vae.py --decoder conv --guide conv --z-dim 2
     python examples/vae.py --guide delta --beta 0           # the plain autoencoder
     python examples/vae.py --binarize grey --likelihood gaussian
+    python examples/vae.py --objective iwae --particles 50          # the IWAE bound (or dreg, stl, renyi)
+    python examples/vae.py --prior vamp                             # the VampPrior (or mog, flow)
     python examples/vae.py --guide iaf --eval-only --eval-samples 5000   # score a run again
     python examples/vae.py --dataset folder:~/pictures --image-size 32 --channels 3 --decoder conv --guide conv
     python examples/vae.py --dataset celeba:~/celeba --image-size 64 --decoder conv --guide conv
@@ -19,23 +21,20 @@ with one learned sigma: its mean is the picture and its density is a proper one 
 not be the picture it draws).
 """
 import torch
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from guides.vae import GUIDES, make_guide
 from ppl_models.data import BINARIZE_MODES, Minibatches, binarize_splits, load_mnist
 from ppl_models.data.images import load_celeba, load_folder, parse_dataset
+from ppl_models.inference.objectives import OBJECTIVES, make_objective
 from ppl_models.judge import fidelity
 from ppl_models.nets import check_conv_shape
+from ppl_models.priors import COMPONENTS, PRIORS
 from ppl_models.runs import experiment, plots
-from ppl_models.runs.experiment import (
-    Refused,
-    nonnegative_float,
-    positive_float,
-    positive_int,
-)
+from ppl_models.runs.experiment import Refused, nonnegative_float, positive_float, positive_int
 from ppl_models.vae import DECODERS, LIKELIHOODS, VAE
 
-RUN_NAME = "{decoder}-{guide}-z{z_dim}-{likelihood}-beta{beta:g}"
+RUN_NAME = "{decoder}-{guide}-z{z_dim}-{likelihood}-beta{beta:g}{prior_tag}"
+GAUSSIAN_GUIDES = ("diag", "conv", "lowrank", "fullcov")  # whose q(z | x) the VampPrior can mix
 DEFAULT_SIZE = {"folder": 32, "celeba": 64}
 
 
@@ -45,7 +44,7 @@ def dataset(spec):
 
 
 def parse_args(argv=None):
-    p = experiment.parser(__doc__, epochs=100, eval_samples=5000, eval_images=10000)
+    p = experiment.parser(__doc__, epochs=100, eval_samples=5000, eval_images=10000, objectives=OBJECTIVES)
     p.add_argument("--dataset", default="mnist", type=dataset, help="mnist, fashion-mnist, folder:PATH, celeba:PATH")
     p.add_argument("--image-size", type=positive_int, default=None,
                    help="folder: and celeba: images are resized to this (default 32 and 64)")
@@ -66,8 +65,10 @@ def parse_args(argv=None):
     p.add_argument("--lr-steps", nargs="*", default=[], metavar="EPOCH:LR",
                    help="step schedule: from EPOCH on use LR, e.g. 50:3e-4 80:1e-4 (default: a constant rate)")
     p.add_argument("--optim", default="adam", choices=["adam", "rmsprop"])
-    p.add_argument("--elbo", default="trace", choices=["trace", "meanfield"],
-                   help="Trace_ELBO (Monte Carlo KL) or TraceMeanField_ELBO (analytic KL where it exists)")
+    p.add_argument("--prior", default="standard", choices=PRIORS, help="p(z): N(0, I), a learned mixture, the "
+                   "VampPrior, or a flow (ppl_models/priors.py)")
+    p.add_argument("--prior-components", type=positive_int, default=None,
+                   help="mog: components (default 10), vamp: pseudo-inputs (500), flow: layers (2)")
     p.add_argument("--valid-every", type=positive_int, default=5)  # validation draws from the RNG stream too
     args = p.parse_args(argv)
     kind, _ = parse_dataset(args.dataset)
@@ -80,6 +81,10 @@ def parse_args(argv=None):
     args.likelihood = args.likelihood or ("gaussian" if args.binarize == "grey" else "bernoulli")
     if args.likelihood == "bernoulli" and args.binarize == "grey":
         p.error("a Bernoulli likelihood needs binarised data: use --binarize dynamic or static")
+    if args.prior == "vamp" and args.guide not in GAUSSIAN_GUIDES:
+        p.error(f"--prior vamp mixes the guide's Gaussian posteriors: use --guide {' or '.join(GAUSSIAN_GUIDES)}")
+    if args.guide == "delta" and (args.objective != "elbo" or args.particles > 1):
+        p.error("--guide delta is a point mass (the autoencoder): it trains with --objective elbo and one particle")
     return args
 
 
@@ -92,7 +97,9 @@ def shape_of(args):
 
 
 def run_template(args):
-    """The run folder's name: MNIST's as it always was; other data prefix theirs."""
+    """The run folder's name: MNIST's as it always was; other data prefix theirs; a prior other than
+    N(0, I) and an objective other than the ELBO add theirs."""
+    args.prior_tag = "" if args.prior == "standard" else f"-{args.prior}{args.prior_components or COMPONENTS[args.prior]}"
     kind, path = parse_dataset(args.dataset)
     c, size, _ = shape_of(args)
     if kind in ("mnist", "fashion-mnist"):
@@ -118,8 +125,12 @@ def load_data(args, device):
 
 def build(args, device):
     """The VAE and its guide from the run's settings (also what rebuilds a run from its folder)."""
-    model = VAE(args.z_dim, tuple(args.hidden), args.decoder, args.likelihood, args.sigma, shape_of(args)).to(device)
-    return model, make_guide(args.guide, model).to(device)
+    model = VAE(args.z_dim, tuple(args.hidden), args.decoder, args.likelihood, args.sigma, shape_of(args),
+                args.prior, args.prior_components).to(device)
+    guide = make_guide(args.guide, model).to(device)
+    if args.prior == "vamp":
+        model.p_z.attach(guide.posterior)
+    return model, guide
 
 
 def step_schedule(lr, steps):
@@ -148,7 +159,7 @@ def main(args):
         raise Refused(f"{args.dataset}: {len(train)} training images, fewer than --batch-size {args.batch_size}; "
                       "use a smaller --batch-size or more images")
     model, guide = build(args, run.device)
-    elbo = TraceMeanField_ELBO() if args.elbo == "meanfield" else Trace_ELBO()
+    elbo = make_objective(args.objective, args.particles, args.renyi_alpha)
     has_density = args.guide != "delta"  # a point-mass guide has no density to importance-sample with
     validate = experiment.validation(model, guide, valid.x, particles="plate") if has_density else dict
     history = experiment.train(run, model, guide, elbo, Minibatches(train, args.batch_size, args.binarize),

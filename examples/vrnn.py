@@ -20,13 +20,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from guides.vrnn import GUIDES, make_guide
-from ppl_models.data import (
-    N_TRAIN,
-    TEST_DRAW_SEED,
-    VALID_DRAW_SEED,
-    Batches,
-    load_mnist,
-)
+from ppl_models.data import N_TRAIN, TEST_DRAW_SEED, VALID_DRAW_SEED, Batches, load_mnist
 from ppl_models.data.strokes import load_strokes, plot_strokes
 from ppl_models.data.strokes import stats as stroke_stats
 from ppl_models.judge import fidelity
@@ -40,7 +34,8 @@ NAMES = {"learned": "VRNN", "standard": "VRNN-I", "none": "RNN"}
 
 
 def parse_args(argv=None):
-    p = experiment.parser(__doc__, epochs=20, eval_samples=500, eval_images=1000)
+    p = experiment.parser(__doc__, epochs=20, eval_samples=500, eval_images=1000, objectives=("elbo",),
+                          why="its recurrent networks take no particle dimension: one particle per sequence")
     p.add_argument("--data", default="rows", choices=["rows", "strokes"])
     p.add_argument("--prior", default="learned", choices=PRIORS)
     p.add_argument("--guide", default="filtering", choices=list(GUIDES))

@@ -3,7 +3,6 @@
     recognition   q(z | x, y) = N(mu_q(x, y), sigma_q(x, y)): the CVAE of Sohn et al.
     gsnn          q(z | x, y) = p(z | x): the conditional prior is its own guide, so the KL term
                   vanishes and the ELBO is E_{p(z|x)}[log p(y | x, z)], the GSNN objective
-    hybrid        the recognition guide, trained with ``ppl_models.cvae.Hybrid`` (weight ``--hybrid``)
 
 Site: ``"z"`` ``[batch, z_dim]``. Both take the model's arguments ``(x, y, missing)``.
 ``make_guide(name, cvae, hidden=None)`` builds one (``hidden``: the recognition MLP's sizes, by default
@@ -57,8 +56,7 @@ def gsnn(cvae, hidden=None):
     return GSNNGuide(cvae)
 
 
-# "hybrid" is the recognition guide; the example trains it with ppl_models.cvae.Hybrid
-GUIDES = {"recognition": recognition, "gsnn": gsnn, "hybrid": recognition}
+GUIDES = {"recognition": recognition, "gsnn": gsnn}  # the hybrid objective: --objective hybrid
 
 
 def make_guide(name, cvae, hidden=None, **options):

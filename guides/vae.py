@@ -44,6 +44,10 @@ class EncoderGuide(nn.Module):
         """A representative code for each image: the head's ``code`` (e.g. the Gaussian's mean)."""
         return self.head.code(self.encoder(x))
 
+    def posterior(self, x):
+        """q(z | x) as a distribution over ``[batch, z_dim]`` (what the VampPrior mixes)."""
+        return self.head(self.encoder(x))
+
 
 class PointHead(nn.Module):
     """q(z | h) = Delta(W h + b)."""

@@ -89,3 +89,27 @@ class ExactPosteriorGuide(nn.Module):
         mean, cov = self.m.posterior(x)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.MultivariateNormal(mean, cov))
+
+
+class LinearFullGuide(nn.Module):
+    """q(z | x) = N(A x + c, L L^T), full covariance, with parameters of its own. ``exact=True`` starts
+    it at the exact posterior of ``model`` (A = S W^T / s^2, c = -A b, L = chol(S)), where every
+    importance weight equals p(x) and the path derivative of log w is zero."""
+
+    def __init__(self, model, exact=True, seed=1):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            s2 = model.log_s.exp() ** 2
+            cov = torch.linalg.inv(torch.eye(model.k) + model.W.T @ model.W / s2)
+            A = cov @ model.W.T / s2
+            noise = 0.0 if exact else 0.1
+            self.A = nn.Parameter(A + noise * torch.randn(A.shape, generator=g))
+            self.c = nn.Parameter(-A @ model.b + noise * torch.randn(model.k, generator=g))
+            self.L = nn.Parameter(torch.linalg.cholesky(cov))
+
+    def guide(self, x, y=None, beta=1.0):
+        pyro.module("lg_full_guide", self)
+        with pyro.plate("data", x.shape[0]):
+            with kl_scale(beta):
+                pyro.sample("z", dist.MultivariateNormal(x @ self.A.T + self.c, scale_tril=self.L.tril()))

@@ -2,7 +2,11 @@
 
 Generative story, for each image n in the batch::
 
-    z_n ~ p(z)     = N(0, I)                              prior, site "z", shape [z_dim]
+    z_n ~ p(z)                                            prior, site "z", shape [z_dim]:
+                   = N(0, I)                                 "standard"
+                   = sum_k pi_k N(mu_k, diag sigma_k^2)      "mog", a learned mixture
+                   = 1/K sum_k q(z | u_k)                    "vamp", the VampPrior
+                   = N(0, I) through learned flows           "flow"    (``ppl_models/priors.py``)
     x_n ~ p(x | z) = Bernoulli(sigmoid(decoder(z_n)))     binarised pixels, site "x", shape [C*H*W]
       or p(x | z) = N(sigmoid(decoder(z_n)), sigma^2 I)   grey or RGB values, sigma learned or fixed
 
@@ -22,6 +26,7 @@ from torch import nn
 from ppl_models.anneal import kl_scale
 from ppl_models.checks import check_images
 from ppl_models.nets import MNIST_SHAPE, ConvDecoder, mlp
+from ppl_models.priors import make_prior
 
 DECODERS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -29,9 +34,10 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 
 class VAE(nn.Module):
     def __init__(self, z_dim=50, hidden=(500, 500), decoder="mlp", likelihood="bernoulli", sigma=None,
-                 shape=MNIST_SHAPE):
+                 shape=MNIST_SHAPE, prior="standard", prior_components=None):
         """``sigma=None`` learns one observation scale for the Gaussian likelihood; a number fixes it.
-        ``shape``: the images' (C, H, W)."""
+        ``shape``: the images' (C, H, W). ``prior``: one of ``PRIORS`` (``prior_components``: its K);
+        the VampPrior is handed the guide's posterior with ``vae.p_z.attach(guide.posterior)``."""
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
@@ -41,6 +47,7 @@ class VAE(nn.Module):
         self.shape = tuple(shape)
         self.x_dim = shape[0] * shape[1] * shape[2]
         self.decoder = mlp((z_dim, *hidden, self.x_dim)) if decoder == "mlp" else ConvDecoder(z_dim, shape=shape)
+        self.p_z = make_prior(prior, z_dim, self.x_dim, prior_components)
         if likelihood == "gaussian":
             init = math.log(sigma) if sigma is not None else math.log(0.1)
             self.log_sigma = nn.Parameter(torch.tensor(init), requires_grad=sigma is None)
@@ -61,9 +68,9 @@ class VAE(nn.Module):
         return logits
 
     def prior(self, like):
-        """p(z) = N(0, I), a distribution over ``[z_dim]`` on ``like``'s device and dtype. Sampling and
-        the figures ask for it here: a model with another prior overrides this method alone."""
-        return dist.Normal(like.new_zeros(self.z_dim), 1.0).to_event(1)
+        """p(z), a distribution over ``[z_dim]`` on ``like``'s device and dtype. Sampling, the figures
+        and the evaluator ask for it here."""
+        return self.p_z(like)
 
     def decode(self, z):
         """Mean image ``[..., C*H*W]`` for latent codes ``z``."""

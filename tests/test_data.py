@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from ppl_models.data import DataError
 from ppl_models.checks import check_images
+from ppl_models.data import DataError
 from ppl_models.data import mnist as data
 
 

@@ -8,14 +8,7 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO
 
 from guides.draw import GUIDES, make_guide
-from ppl_models.draw import (
-    DRAW,
-    attention_layer,
-    filterbank,
-    read_patch,
-    window,
-    write_patch,
-)
+from ppl_models.draw import DRAW, attention_layer, filterbank, read_patch, window, write_patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from benchmark_draw import hand_draw_loss  # noqa: E402

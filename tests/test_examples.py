@@ -127,7 +127,7 @@ def test_ssvae_sample_guide_smoke(tmp_path):
     r = json.loads((tmp_path / "results.json").read_text())
     # the error of argmax q(y|x) on the smoke run's test images, a multiple of 1 / their number
     n = r["metrics"]["test_images_classified"]
-    assert 0 <= r["metrics"]["test_error"] <= 1 and abs(r["metrics"]["test_error"] * n - round(r["metrics"]["test_error"] * n)) < 1e-6
+    assert 0 <= r["metrics"]["test_error"] <= 1 and abs(r["metrics"]["test_error"] * n - round(r["metrics"]["test_error"] * n)) < 1e-4
     assert r["settings"]["guide"] == "sample" and r["metrics"]["test_log_px"] < 0
 
 
@@ -175,7 +175,7 @@ def test_draw_variants(extra, tmp_path):
 
 
 def test_cvae_label_condition(tmp_path):
-    out = run_example("cvae", tmp_path, "--no-progress", "--condition", "label", "--guide", "hybrid")
+    out = run_example("cvae", tmp_path, "--no-progress", "--condition", "label", "--objective", "hybrid")
     assert "label fidelity" in out and (tmp_path / "samples_per_class.png").exists()
     judged(tmp_path, conditional=True)
 
@@ -189,7 +189,49 @@ def test_cvae_quadrants_under_one_out_are_one_run_each(tmp_path):
 
 
 def test_cvae_hybrid_weight_at_an_end_is_rejected(tmp_path):
-    assert "--guide gsnn" in refused("cvae", "--smoke", "--out", str(tmp_path), "--guide", "hybrid", "--hybrid", "0")
+    assert "--guide gsnn" in refused("cvae", "--smoke", "--out", str(tmp_path), "--objective", "hybrid", "--hybrid", "0")
+    assert "use --guide recognition" in refused("cvae", "--smoke", "--out", str(tmp_path), "--objective", "hybrid",
+                                                "--guide", "gsnn")
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("ssvae", ["--objective", "iwae"], "--objective: iwae does not apply here (the label is summed out"),
+    ("vrnn", ["--objective", "dreg"], "--objective: dreg does not apply here (its recurrent networks"),
+    ("draw", ["--particles", "5"], "--particles: one particle only here"),
+    ("vae", ["--objective", "hybrid"], "argument --objective: invalid choice: 'hybrid'"),
+    ("vae", ["--prior", "vamp", "--guide", "iaf"], "--prior vamp mixes the guide's Gaussian posteriors"),
+    ("vae", ["--guide", "delta", "--beta", "0", "--objective", "iwae", "--particles", "5"], "a point mass"),
+])
+def test_objectives_and_priors_that_do_not_apply_are_one_line(script, args, message, tmp_path):
+    assert message in refused(script, "--smoke", "--out", str(tmp_path), *args)
+
+
+@pytest.mark.parametrize("flags, folder", [
+    (["--objective", "iwae", "--particles", "3"], "mlp-diag-z50-bernoulli-beta1-iwae3-seed0-smoke"),
+    (["--objective", "dreg", "--particles", "2", "--prior", "vamp", "--prior-components", "5"],
+     "mlp-diag-z50-bernoulli-beta1-vamp5-dreg2-seed0-smoke"),
+    (["--objective", "stl", "--particles", "2", "--prior", "flow"], "mlp-diag-z50-bernoulli-beta1-flow2-stl2-seed0-smoke"),
+    (["--objective", "renyi", "--renyi-alpha", "0.5", "--particles", "2", "--prior", "mog"],
+     "mlp-diag-z50-bernoulli-beta1-mog10-renyi0.5k2-seed0-smoke"),
+    (["--objective", "meanfield"], "mlp-diag-z50-bernoulli-beta1-meanfield-seed0-smoke"),
+])
+def test_every_objective_and_prior_trains_the_vae_and_names_its_run(flags, folder, tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "vae.py"), "--smoke", "--no-progress", "--hidden",
+                           "32", *flags], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    r = json.loads((tmp_path / "results" / "vae" / folder / "results.json").read_text())
+    assert r["settings"]["objective"] == flags[1] and r["metrics"]["test_log_px"] < 0
+
+
+@pytest.mark.parametrize("script, flags", [
+    ("seqvae", ["--objective", "iwae", "--particles", "2"]),
+    ("cvae", ["--quadrants", "1", "--objective", "dreg", "--particles", "2"]),
+])
+def test_the_multi_particle_objectives_train_the_other_plate_models(script, flags, tmp_path):
+    out = run_example(script, tmp_path, "--no-progress", *flags)
+    assert "test log p(x)" in out
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["settings"]["objective"] == flags[-3] and r["settings"]["particles"] == 2
 
 
 def readme_commands():

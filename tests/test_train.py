@@ -7,13 +7,7 @@ from pyro.infer import Trace_ELBO
 
 from guides.vae import make_guide
 from ppl_models.data import Minibatches, Split
-from ppl_models.inference.train import (
-    TrainingDiverged,
-    atomic_save,
-    fit,
-    load_checkpoint,
-    resolve_device,
-)
+from ppl_models.inference.train import TrainingDiverged, atomic_save, fit, load_checkpoint, resolve_device
 from ppl_models.vae import VAE
 
 

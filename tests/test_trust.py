@@ -9,14 +9,7 @@ from guides.heads import IAF
 from guides.vae import make_guide
 from ppl_models.data import Minibatches, Split
 from ppl_models.inference.evaluate import evaluate
-from ppl_models.inference.train import (
-    BEST,
-    CHECKPOINT,
-    SettingsMismatch,
-    TrainingDiverged,
-    fit,
-    read_checkpoint,
-)
+from ppl_models.inference.train import BEST, CHECKPOINT, SettingsMismatch, TrainingDiverged, fit, read_checkpoint
 from ppl_models.ssvae import M2Objective
 from ppl_models.vae import VAE
 

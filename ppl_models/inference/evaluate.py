@@ -21,7 +21,8 @@ weights have one row, ``[1, B]``.
 Latent sites that the guide enumerates (``infer={"enumerate": "parallel"}``) are summed exactly:
 their values fill the left-most dimensions of every log-density, which are log-sum-exp'ed away after
 the guide's log-probability of the enumerated site is left out.
-Pyro's ``vectorized_importance_weights`` and ``RenyiELBO`` sum over the batch, hence this module.
+Pyro's ``vectorized_importance_weights`` sums over the batch, and its ``RenyiELBO`` (per example, see
+``ppl_models/inference/objectives.py``) returns only the bound's sum, not the weights, hence this module.
 """
 import math
 import warnings

@@ -51,11 +51,20 @@ class SettingsMismatch(ValueError):
     """A checkpoint was written by a run with other settings than the ones asked for."""
 
 
+# Settings at these values are the same as unstated: flags added after runs were saved, at their
+# defaults (the behaviour those runs had), and a retired flag at the value that is now the only one.
+UNSTATED = {"objective": "elbo", "particles": 1, "renyi_alpha": 0.5, "prior": "standard", "prior_components": None,
+            "elbo": "trace"}
+
+
 def settings_diff(saved, wanted):
     """``"name saved (asked: wanted), ..."`` for every setting that differs, or ``""``. A setting one
-    side lacks counts as ``None`` (a flag added later, at its default ``None``, changes nothing)."""
+    side lacks counts as ``None`` (a flag added later, at its default ``None``, changes nothing), or
+    as its value in ``UNSTATED``."""
+    def value(d, k):
+        return d.get(k, UNSTATED.get(k))
     return ", ".join(f"{k} {saved.get(k, 'unset')} (asked: {wanted.get(k, 'unset')})"
-                     for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k))
+                     for k in sorted(set(saved) | set(wanted)) if value(saved, k) != value(wanted, k))
 
 
 def check_settings(ckpt, settings, path):

@@ -53,6 +53,7 @@ import torch
 from ppl_models.data import DataError
 from ppl_models.inference import distributed
 from ppl_models.inference.evaluate import evaluate
+from ppl_models.inference.objectives import OBJECTIVES
 from ppl_models.inference.train import (
     BEST,
     CHECKPOINT,
@@ -64,6 +65,7 @@ from ppl_models.inference.train import (
     load_checkpoint,
     read_checkpoint,
     resolve_device,
+    settings_diff,
 )
 
 RESULTS, RESULTS_SCHEMA = "results.json", 1
@@ -93,6 +95,12 @@ class Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         ns, rest = super().parse_known_args(args, namespace)
+        allowed = getattr(self, "objectives", None)
+        if allowed is not None and getattr(ns, "objective", None) not in allowed:
+            self.error(f"argument --objective: {ns.objective} does not apply here ({self.objectives_why}); "
+                       f"choose from {', '.join(allowed)}")
+        if allowed == ("elbo",) and getattr(ns, "particles", 1) != 1:
+            self.error(f"argument --particles: one particle only here ({self.objectives_why})")
         if getattr(ns, "smoke", False):
             given = {a.split("=")[0] for a in (sys.argv[1:] if args is None else args) if a.startswith("--")}
             for k, v in SMOKE.items():
@@ -119,6 +127,7 @@ positive_int = ranged(int, lambda v: v > 0, "a positive integer")
 nonnegative_int = ranged(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = ranged(float, lambda v: v > 0 and np.isfinite(v), "a positive number")
 nonnegative_float = ranged(float, lambda v: v >= 0 and np.isfinite(v), "a number >= 0")
+finite_float = ranged(float, lambda v: bool(np.isfinite(v)), "a finite number")
 
 
 def device_name(text):
@@ -129,11 +138,23 @@ def device_name(text):
     return text
 
 
-def parser(doc, *, epochs, batch_size=100, lr=1e-3, eval_samples=None, eval_images=None):
+def parser(doc, *, epochs, batch_size=100, lr=1e-3, eval_samples=None, eval_images=None, objectives=None,
+           why=None):
     """An argument parser with the common flags; an example adds its own.
-    ``eval_samples=None`` leaves out the evaluation flags (an example that scores nothing)."""
+    ``eval_samples=None`` leaves out the evaluation flags (an example that scores nothing).
+    ``objectives``: the ``--objective`` names that apply to the example's model (``None``: no objective
+    flags); any other is refused in one line that says ``why``."""
     p = Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("common to every example")
+    if objectives is not None:
+        p.objectives, p.objectives_why = tuple(objectives), why or "the model's latents allow only these"
+        g.add_argument("--objective", default="elbo", choices=sorted(set(OBJECTIVES) | set(objectives)),
+                       help="elbo (Trace_ELBO), meanfield (analytic KL), iwae, renyi, stl, dreg "
+                            "(ppl_models/inference/objectives.py); those that apply: " + ", ".join(objectives))
+        g.add_argument("--particles", type=positive_int, default=1,
+                       help="K: particles per example of the objective, vectorised (default 1)")
+        g.add_argument("--renyi-alpha", type=finite_float, default=0.5,
+                       help="the order alpha of --objective renyi (0: the IWAE bound, 1: the ELBO)")
     g.add_argument("--epochs", type=positive_int, default=epochs, help="epochs to train (default %(default)s)")
     g.add_argument("--batch-size", type=positive_int, default=batch_size)
     g.add_argument("--lr", type=positive_float, default=lr, help="learning rate (Adam)")
@@ -166,8 +187,22 @@ def held_checkpoint(out):
     return found[0] if found else None
 
 
+def objective_tag(args):
+    """The objective's part of a run folder's name: nothing for the ELBO with one particle, else e.g.
+    ``-iwae5``, ``-dreg50``, ``-renyi0.5k5``, ``-meanfield``, ``-elbo-k5``."""
+    name, k = getattr(args, "objective", "elbo"), getattr(args, "particles", 1)
+    if name == "elbo":
+        return "" if k == 1 else f"-elbo-k{k}"
+    if name == "renyi":
+        return f"-renyi{args.renyi_alpha:g}k{k}"
+    if name in ("meanfield", "hybrid"):
+        return f"-{name}" + (f"-k{k}" if k > 1 else "")
+    return f"-{name}{k}"
+
+
 def run_name(args, template):
-    return template.format(**vars(args)) + f"-seed{args.seed}" + ("-smoke" if args.smoke else "")
+    return (template.format(**vars(args)) + objective_tag(args) + f"-seed{args.seed}"
+            + ("-smoke" if args.smoke else ""))
 
 
 def device_of(args):
@@ -218,7 +253,7 @@ def start(args, example, template, out=None, free=(), serial_only=None):
         raise Refused(f"--eval-only: no run in {out} (no {CHECKPOINT}); train it first")
     if ckpt is not None and not (args.resume or args.eval_only or args.overwrite):
         saved = read_checkpoint(ckpt)
-        same = saved.get("settings") == settings
+        same = not settings_diff(saved.get("settings") or {}, settings)
         raise Refused(f"{out} already holds a run ({'same' if same else 'other'} settings, epoch {saved['epoch']}): "
                       "--resume continues it, --eval-only scores it, --overwrite starts it again, "
                       "or choose another --out")
@@ -415,7 +450,7 @@ def finish(run, metrics, history=None, eval_epoch=None, out=None, **extra):
             old = json.loads((out / RESULTS).read_text())
         except (OSError, ValueError):
             old = {}
-        if old.get("settings") == run.settings:
+        if not settings_diff(old.get("settings") or {}, run.settings):
             earlier = old.get("earlier_test_scores", [])
             if old.get("metrics") != metrics or old.get("epochs") != len(history):
                 earlier.append({"epochs": old.get("epochs"), "eval_epoch": old.get("eval_epoch"),

@@ -1,0 +1,172 @@
+"""The objectives against exact answers on the linear-Gaussian model: the IWAE bound at K = 1 is the
+ELBO under the same noise, it rises toward log p(x) with K and equals it for every K under the exact
+posterior; STL's guide gradient is exactly zero there; DReG's gradients agree with the plain IWAE
+gradients in expectation; the Rényi bound spans the ELBO and the IWAE bound."""
+import pyro
+import pytest
+import torch
+from pyro.infer import RenyiELBO, Trace_ELBO
+
+from ppl_models.inference.objectives import ImportanceWeighted, log_weights, make_objective
+from ppl_models.linear_gaussian import LinearFullGuide, LinearGaussian, LinearGuide
+
+
+def data(n=64, seed=0):
+    model = LinearGaussian(d=3, k=2)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, 2, generator=g)
+        x = z @ model.W.T + model.b + model.log_s.exp() * torch.randn(n, 3, generator=g)
+    return model, x
+
+
+def bound(objective, model, guide, x):
+    return -objective.loss(model.model, guide.guide, x) / len(x)
+
+
+def test_iwae_with_one_particle_is_the_elbo_under_the_same_noise():
+    model, x = data()
+    guide = LinearGuide(model)
+    pyro.set_rng_seed(3)
+    elbo = Trace_ELBO().loss(model.model, guide.guide, x)
+    pyro.set_rng_seed(3)
+    iwae = ImportanceWeighted(1).loss(model.model, guide.guide, x)
+    assert iwae == pytest.approx(elbo, rel=1e-6)
+
+
+def test_the_iwae_bound_rises_toward_log_px_with_k():
+    model, x = data(n=200)
+    guide = LinearGuide(model)
+    exact = model.log_marginal(x).mean().item()
+    closed_elbo = guide.closed_form_elbo(model, x).mean().item()
+    means = {}
+    for k in (1, 5, 50, 500):
+        pyro.set_rng_seed(0)
+        means[k] = sum(bound(ImportanceWeighted(k), model, guide, x) for _ in range(10)) / 10
+    assert means[1] == pytest.approx(closed_elbo, abs=0.05)
+    assert means[1] < means[5] < means[50] < means[500] <= exact + 1e-3
+    assert exact - means[500] < 0.1 * (exact - closed_elbo)  # most of the gap closed at K = 500
+
+
+@pytest.mark.parametrize("k", [1, 5, 50])
+def test_under_the_exact_posterior_every_k_gives_log_px(k):
+    model, x = data()
+    guide = LinearFullGuide(model, exact=True)
+    lw = log_weights(model.model, guide.guide, x, num_particles=k)
+    assert lw.shape == (k, len(x))
+    torch.testing.assert_close(lw, model.log_marginal(x).expand(k, -1).detach(), atol=1e-4, rtol=0)
+    for objective in (ImportanceWeighted(k), ImportanceWeighted(k, alpha=0.5), ImportanceWeighted(k, alpha=-1.0)):
+        assert bound(objective, model, guide, x) == pytest.approx(model.log_marginal(x).mean().item(), abs=1e-4)
+
+
+def guide_grads(objective, model, guide, x):
+    for p in [*model.parameters(), *guide.parameters()]:
+        p.grad = None
+    objective.loss_and_grads(model.model, guide.guide, x)
+    return {n: p.grad.clone() for n, p in guide.named_parameters()}, {n: p.grad.clone() for n, p in
+                                                                        model.named_parameters()}
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_stl_and_dreg_guide_gradients_vanish_at_the_exact_posterior_where_iwae_s_do_not(k):
+    model, x = data()
+    guide = LinearFullGuide(model, exact=True)
+    for estimator in ("stl", "dreg"):
+        grads, _ = guide_grads(ImportanceWeighted(k, estimator), model, guide, x)
+        assert all(g.abs().max() < 1e-4 for g in grads.values()), (estimator, grads)
+    plain, _ = guide_grads(ImportanceWeighted(k, "iwae"), model, guide, x)
+    assert max(g.abs().max() for g in plain.values()) > 1e-2  # the score term: zero in expectation only
+
+
+def test_dreg_and_stl_give_iwae_s_model_gradient_and_dreg_its_guide_gradient_in_expectation():
+    model, x = data(n=8)
+    guide = LinearFullGuide(model, exact=False)
+    x = x.repeat(500, 1)  # 500 independent draws of the gradient of 8 examples, in one pass
+    k = 5
+    pyro.set_rng_seed(0)
+    g_iwae, m_iwae = guide_grads(ImportanceWeighted(k, "iwae"), model, guide, x)
+    pyro.set_rng_seed(0)
+    g_dreg, m_dreg = guide_grads(ImportanceWeighted(k, "dreg"), model, guide, x)
+    pyro.set_rng_seed(0)
+    _, m_stl = guide_grads(ImportanceWeighted(k, "stl"), model, guide, x)
+    for name in m_iwae:  # the model's gradient: the same estimator in all three, the same noise
+        torch.testing.assert_close(m_dreg[name], m_iwae[name], rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(m_stl[name], m_iwae[name], rtol=1e-4, atol=1e-3)
+    # the guide's: other estimators of one expectation; compared over fresh noise, 20 repeats each
+    sums = {"iwae": {}, "dreg": {}}
+    for name in sums:
+        for r in range(20):
+            pyro.set_rng_seed(100 + r)
+            g, _ = guide_grads(ImportanceWeighted(k, name), model, guide, x)
+            for n, v in g.items():
+                sums[name][n] = sums[name].get(n, 0) + v / 20
+    for n in sums["iwae"]:
+        scale = sums["iwae"][n].abs().max().item()
+        torch.testing.assert_close(sums["dreg"][n], sums["iwae"][n], atol=0.08 * scale + 0.5, rtol=0.1)
+
+
+def test_renyi_spans_the_elbo_and_the_iwae_bound_under_the_same_noise():
+    model, x = data()
+    guide = LinearGuide(model)
+    lw = log_weights(model.model, guide.guide, x, num_particles=20).detach()
+    iwae, elbo = ImportanceWeighted(20).bound(lw), lw.mean(0)
+    torch.testing.assert_close(ImportanceWeighted(20, alpha=0.0).bound(lw), iwae)
+    torch.testing.assert_close(ImportanceWeighted(20, alpha=1.0).bound(lw), elbo)
+    half = ImportanceWeighted(20, alpha=0.5).bound(lw)
+    assert ((elbo <= half + 1e-6) & (half <= iwae + 1e-6)).all()  # monotone in alpha
+    assert (ImportanceWeighted(20, alpha=-1.0).bound(lw) >= iwae - 1e-6).all()
+
+
+def test_pyro_s_renyi_elbo_is_this_per_example_bound_loss_and_gradients():
+    """Pyro's ``RenyiELBO`` sums the log densities over the data plate's dependent dimensions only, so
+    it is the per-example bound too: ``--objective iwae`` and ``renyi`` train with it."""
+    model, x = data(n=50)
+    guide = LinearGuide(model)
+    for alpha in (0.0, 0.5):
+        pyro.set_rng_seed(0)
+        ours = guide_grads(ImportanceWeighted(50, alpha=alpha), model, guide, x)
+        pyro.set_rng_seed(0)
+        pyro_loss = RenyiELBO(alpha=alpha, num_particles=50, vectorize_particles=True, max_plate_nesting=1)
+        theirs = guide_grads(pyro_loss, model, guide, x)
+        for a, b in zip(ours, theirs):
+            for n in a:
+                torch.testing.assert_close(a[n], b[n], rtol=1e-4, atol=1e-4)
+        pyro.set_rng_seed(1)
+        value = ImportanceWeighted(50, alpha=alpha).loss(model.model, guide.guide, x)
+        pyro.set_rng_seed(1)
+        assert pyro_loss.loss(model.model, guide.guide, x) == pytest.approx(value, rel=1e-5)
+
+
+def test_make_objective_names_and_refusals():
+    assert isinstance(make_objective("elbo"), Trace_ELBO)
+    assert make_objective("dreg", 5).estimator == "dreg" and make_objective("stl", 5).num_particles == 5
+    assert isinstance(make_objective("iwae", 5), RenyiELBO) and make_objective("renyi", 5, alpha=0.3).alpha == 0.3
+    with pytest.raises(ValueError, match="unknown objective 'nope'"):
+        make_objective("nope")
+    with pytest.raises(ValueError, match="Rényi bound takes the plain gradient"):
+        ImportanceWeighted(5, "dreg", alpha=0.5)
+
+
+def test_the_vampprior_density_is_the_explicit_mixture_of_the_guide_s_posteriors():
+    from guides.vae import make_guide
+    from ppl_models.vae import VAE
+    vae = VAE(3, (16,), prior="vamp", prior_components=4)
+    guide = make_guide("diag", vae)
+    vae.p_z.attach(guide.posterior)
+    z = torch.randn(7, 3)
+    u = vae.p_z.pseudo_inputs()
+    q = guide.head(guide.encoder(u)).base_dist  # q(z | u_k) = N(loc_k, diag scale_k^2), k = 1..4
+    parts = torch.stack([torch.distributions.Normal(q.loc[k], q.scale[k]).log_prob(z).sum(-1) for k in range(4)])
+    explicit = parts.logsumexp(0) - torch.log(torch.tensor(4.0))
+    torch.testing.assert_close(vae.prior(z).log_prob(z), explicit)
+
+
+def test_the_mixture_and_flow_priors_are_normalised_densities_on_a_grid():
+    from ppl_models.priors import make_prior
+    g = torch.linspace(-8, 8, 401)
+    zz = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    cell = (g[1] - g[0]) ** 2
+    for kind in ("standard", "mog", "flow"):
+        with torch.no_grad():
+            mass = (make_prior(kind, 2, 784).forward(zz).log_prob(zz).exp().sum() * cell).item()
+        assert mass == pytest.approx(1.0, abs=0.02), kind
