@@ -1,6 +1,9 @@
-"""Guides lab: what each variational family buys, measured at one equal budget.
+"""The lab: what one part of a variational experiment buys (the guide, the objective or the prior),
+measured at one equal budget, the other two parts held fixed.
 
     python examples/guides_lab.py --model vae --epochs 20              # every VAE guide, and the gaps
+    python examples/guides_lab.py --model vae --vary objective --values iwae:1 iwae:5 iwae:50 stl:5 dreg:5 dreg:50
+    python examples/guides_lab.py --model vae --vary prior --values standard mog:10 vamp:500 flow:2
     python examples/guides_lab.py --model ssvae --epochs 5 --labeled 100   # enumeration against sampling
     python examples/guides_lab.py --model vrnn --epochs 5              # filtering against smoothing
     python examples/guides_lab.py --model draw --guides draw noerror --glimpses 16
@@ -20,6 +23,13 @@ under the enumerated ELBO and under the score-function (sampled-label) ELBO, at 
 For the recurrent models (VRNN, sequence VAE, DRAW) the gaps are not computed: their guides' local
 parameters at each step depend on the sampled past, so the per-sequence optimum is not a member of a
 family with fixed per-example parameters; the table is.
+
+``--vary objective`` takes ``NAME[:K]`` values (``iwae:50`` is ``--objective iwae --particles 50``) and
+adds the signal-to-noise ratio of the gradients at each run's trained parameters (Rainforth et al.
+2018): for ``--grad-repeats`` gradients of the run's own estimator on one validation batch, per
+parameter |mean| / standard deviation, averaged over the guide's parameters (``snr_guide``) and over the
+model's (``snr_model``). ``--vary prior`` takes ``NAME[:K]`` (``vamp:500`` is ``--prior vamp
+--prior-components 500``).
 """
 import argparse
 import importlib
@@ -38,7 +48,7 @@ from ppl_models.runs.experiment import nonnegative_int, positive_int
 from ppl_models.runs.plots import plt
 
 MODELS = ("vae", "ssvae", "cvae", "vrnn", "seqvae", "draw")
-COLUMNS = ("test_elbo", "test_log_px", "eval_samples", "ess_mean", "khat_above_0_7", "test_error", "valid_error",
+COLUMNS = ("test_elbo", "test_log_px", "snr_guide", "snr_model", "eval_samples", "ess_mean", "khat_above_0_7", "test_error", "valid_error",
            "nn_log_px", "elbo_amortised", "elbo_refined", "log_px", "approximation_gap", "amortisation_gap", "steps",
            "refine_seconds", "grad_var_enumerated", "grad_var_sampled", "grad_mean_sq_enumerated",
            "grad_mean_sq_sampled", "epochs", "train_seconds", "eval_seconds")
@@ -48,7 +58,9 @@ SKIPPED = {"vae": {"delta": "a point mass has no density: nothing to importance-
 def parse_args(argv=None):
     p = experiment.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, choices=MODELS)
-    p.add_argument("--guides", nargs="+", help="the guides to compare (default: every registered one)")
+    p.add_argument("--vary", default="guide", choices=["guide", "objective", "prior"], help="the part that varies")
+    p.add_argument("--values", "--guides", nargs="+", dest="values",
+                   help="guides (default: every registered one); objectives or priors as NAME[:K]")
     p.add_argument("--epochs", type=positive_int, default=20, help="the equal budget: epochs per guide")
     p.add_argument("--eval-samples", type=positive_int, default=1000)
     p.add_argument("--eval-images", type=positive_int, default=1000)
@@ -58,7 +70,7 @@ def parse_args(argv=None):
     p.add_argument("--refine-tol", type=experiment.positive_float, default=0.01,
                    help="refinement stops when -ELBO per image improves by less over 100 steps")
     p.add_argument("--grad-repeats", type=experiment.ranged(int, lambda v: v >= 2, "an integer >= 2"), default=50,
-                   help="SSVAE: gradients per estimator")
+                   help="gradients per estimator (SSVAE: the classifier's variance; --vary objective: the SNR)")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--device", type=experiment.device_name, default="auto")
     p.add_argument("--threads", type=positive_int, default=None)
@@ -73,27 +85,48 @@ def parse_args(argv=None):
     return args
 
 
+def folder_of(value):
+    """The run folder of one value inside the lab's: ``iwae:50`` -> ``iwae50``."""
+    return value.replace(":", "")
+
+
 def registry(model):
     return importlib.import_module(f"guides.{model}").GUIDES
 
 
 def lab_folder(args):
-    """``results/guides_lab/<model>-e<epochs>-S<S>-n<images>-seed<k>[-<the example's flags>]``: a lab
-    with other flags never shares a folder (so a finished run found in it is this lab's)."""
+    """``results/guides_lab/<model>[-<part>]-e<epochs>-S<S>-n<images>-seed<k>[-<the example's flags>]``: a
+    lab with other flags never shares a folder (so a finished run found in it is this lab's)."""
     extra = "".join(a.strip("-") if a.startswith("-") else f"{a}-" for a in args.extra).strip("-")
-    name = f"{args.model}-e{args.epochs}-S{args.eval_samples}-n{args.eval_images}-seed{args.seed}"
+    part = "" if args.vary == "guide" else f"-{args.vary}"
+    name = f"{args.model}{part}-e{args.epochs}-S{args.eval_samples}-n{args.eval_images}-seed{args.seed}"
     return Path("results") / "guides_lab" / (name + (f"-{extra}" if extra else "") + ("-smoke" if args.smoke else ""))
 
 
-def train_guide(example, args, guide, folder):
-    """One run of the example for ``guide`` in ``folder``: kept if finished in the lab's own folder,
-    resumed otherwise (the example refuses a run made with other settings)."""
+def part_flags(vary, value):
+    """The example's flags for one value of the varied part: ``--guide diag``, ``--objective iwae
+    --particles 50`` (``iwae:50``), ``--prior vamp --prior-components 500`` (``vamp:500``)."""
+    name, _, k = value.partition(":")
+    if vary == "guide":
+        return ["--guide", value]
+    flags = ["--objective", name] if vary == "objective" else ["--prior", name]
+    if k:
+        if not k.isdigit() or int(k) < 1:
+            raise experiment.Refused(f"--values {value}: K must be a positive integer (NAME:K, e.g. iwae:50)")
+        flags += ["--particles" if vary == "objective" else "--prior-components", k]
+    return flags
+
+
+def train_guide(example, args, value, folder):
+    """One run of the example for one value of the varied part in ``folder``: kept if finished in the
+    lab's own folder, resumed otherwise (the example refuses a run made with other settings)."""
+    guide = value
     done = folder / experiment.RESULTS
     if (done.exists() and json.loads(done.read_text())["epochs"] >= args.epochs and not args.smoke
             and not args.out):
         print(f"--- {guide}: kept ({done})")
         return
-    flags = ["--guide", guide, "--out", str(folder), "--epochs", str(args.epochs), "--seed", str(args.seed),
+    flags = [*part_flags(args.vary, guide), "--out", str(folder), "--epochs", str(args.epochs), "--seed", str(args.seed),
              "--eval-samples", str(args.eval_samples), "--eval-images", str(args.eval_images), "--device", args.device,
              *(["--threads", str(args.threads)] if args.threads else []), *(["--smoke"] if args.smoke else []),
              *(["--no-progress"] if args.no_progress else []), *args.extra]
@@ -149,6 +182,37 @@ def classifier_gradient_variance(folder, device, x, repeats, seed):
     return out
 
 
+def gradient_snr(folder, device, x, repeats, seed):
+    """The signal-to-noise ratio of the gradients of the run in ``folder`` under its own objective and
+    K, at its trained parameters, on the batch ``x``: per parameter |mean| / std over ``repeats``
+    gradients, averaged over the guide's parameters and over the model's."""
+    from ppl_models.inference.objectives import make_objective
+
+    run = experiment.rebuild(folder, device)
+    s = run.settings
+    loss = make_objective(s.get("objective", "elbo"), s.get("particles", 1), s.get("renyi_alpha", 0.5))
+    model, guide = run.model, run.guide
+    guide_ids = {id(p) for p in guide.parameters()}
+    parts = {"guide": [p for p in guide.parameters() if p.requires_grad],
+             "model": [p for p in model.parameters() if p.requires_grad and id(p) not in guide_ids]}
+    grads = {k: [] for k in parts}
+    torch.manual_seed(seed)
+    for _ in range(repeats):
+        for p in [*model.parameters(), *guide.parameters()]:
+            p.grad = None
+        loss.loss_and_grads(model.model, guide.guide, x)
+        for k, ps in parts.items():
+            grads[k].append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                                       for p in ps]))
+    out = {}
+    for k, g in grads.items():
+        g = torch.stack(g)
+        std, mean = g.std(0), g.mean(0).abs()
+        ok = std > 0
+        out[f"snr_{k}"] = float((mean[ok] / std[ok]).mean()) if ok.any() else float("nan")
+    return out
+
+
 def figure(rows, model, path):
     labels = [Path(r["run"]).name for r in rows]
     if model == "vae" and all("approximation_gap" in r for r in rows):
@@ -176,25 +240,33 @@ def main(args):
         raise experiment.Refused("the guides lab does not train data-parallel under torchrun: it trains one model "
                                  "per guide and refines codes image by image; run it as one process (or sweep "
                                  "the guides with examples/sweep.py)")
-    names = args.guides or [g for g in registry(args.model) if g not in SKIPPED.get(args.model, {})]
-    unknown = [g for g in names if g not in registry(args.model)]
-    if unknown:
-        raise experiment.Refused(f"--guides: unknown {unknown}; {args.model} has {sorted(registry(args.model))}")
+    if args.vary == "guide":
+        names = args.values or [g for g in registry(args.model) if g not in SKIPPED.get(args.model, {})]
+        unknown = [g for g in names if g not in registry(args.model)]
+        if unknown:
+            raise experiment.Refused(f"--guides: unknown {unknown}; {args.model} has {sorted(registry(args.model))}")
+    else:
+        if not args.values:
+            raise experiment.Refused(f"--vary {args.vary} needs --values, e.g. "
+                                     + ("iwae:1 iwae:5 dreg:5" if args.vary == "objective" else "standard vamp:500"))
+        names = args.values
+        for value in names:
+            part_flags(args.vary, value)  # a malformed NAME:K is refused before anything trains
     root = Path(args.out) if args.out else lab_folder(args)
     device = experiment.device_of(args)
     example = experiment.load_example(args.model)
     failed = {}
     for guide in names:
         try:
-            train_guide(example, args, guide, root / guide)
+            train_guide(example, args, guide, root / folder_of(guide))
         except (SystemExit, Exception) as e:  # a guide that fails is reported; the others go on
             failed[guide] = f"{type(e).__name__}: {e}"
             print(f"--- {guide}: failed ({failed[guide]})", file=sys.stderr)
-    for guide, why in SKIPPED.get(args.model, {}).items():
+    for guide, why in (SKIPPED.get(args.model, {}) if args.vary == "guide" else {}).items():
         if guide not in names:
             print(f"--- {guide}: not in the lab ({why})")
-    rows = [r for g in names if g not in failed and (root / g).is_dir()
-            for r in compare.load_rows(compare.find_results([root / g]))]
+    rows = [r for g in names if g not in failed and (root / folder_of(g)).is_dir()
+            for r in compare.load_rows(compare.find_results([root / folder_of(g)]))]
     if not rows:
         raise experiment.Refused(f"no guide of {args.model} finished; nothing to tabulate")
     if args.model == "vae" and args.gap_images:
@@ -212,7 +284,15 @@ def main(args):
                 print(f"    {row['settings.guide']}: classifier gradient variance, enumerated "
                       f"{row['grad_var_enumerated']:.4g}, sampled {row['grad_var_sampled']:.4g} "
                       f"({args.grad_repeats} gradients each, {time.time() - t0:.0f} s)")
-    cols = [c for c in compare.columns(rows, always=("guide",)) if c.startswith("settings.")]
+    if args.vary == "objective":
+        x = experiment.rebuild(Path(rows[0]["run"]), device).load_data()[1].x[:100]  # one validation batch
+        for row in rows:
+            t0 = time.time()
+            row.update(gradient_snr(Path(row["run"]), device, x,
+                                    args.grad_repeats, args.seed))
+            print(f"    {Path(row['run']).name}: gradient SNR, guide {row['snr_guide']:.3g}, model "
+                  f"{row['snr_model']:.3g} ({args.grad_repeats} gradients, {time.time() - t0:.0f} s)")
+    cols = [c for c in compare.columns(rows, always=(args.vary,)) if c.startswith("settings.")]
     cols += [c for c in COLUMNS if any(c in r for r in rows)]
     table = compare.markdown(rows, cols)
     (root / "lab.md").write_text(table + "\n")

@@ -7,6 +7,8 @@
     python examples/vae.py --binarize grey --likelihood gaussian
     python examples/vae.py --objective iwae --particles 50          # the IWAE bound (or dreg, stl, renyi)
     python examples/vae.py --prior vamp                             # the VampPrior (or mog, flow)
+    python examples/vae.py --hidden 200 200 --activation tanh --objective iwae --particles 5   # IWAE paper, 1 layer
+    python examples/vae.py --layers 2 --hidden 200 200 --activation tanh --objective iwae --particles 5   # 2 layers
     python examples/vae.py --guide iaf --eval-only --eval-samples 5000   # score a run again
     python examples/vae.py --dataset folder:~/pictures --image-size 32 --channels 3 --decoder conv --guide conv
     python examples/vae.py --dataset celeba:~/celeba --image-size 64 --decoder conv --guide conv
@@ -23,17 +25,20 @@ not be the picture it draws).
 import torch
 
 from guides.vae import GUIDES, make_guide
+from guides.vae2 import GUIDES as GUIDES2
+from guides.vae2 import make_guide as make_guide2
 from ppl_models.data import BINARIZE_MODES, Minibatches, binarize_splits, load_mnist
 from ppl_models.data.images import load_celeba, load_folder, parse_dataset
 from ppl_models.inference.objectives import OBJECTIVES, make_objective
 from ppl_models.judge import fidelity
-from ppl_models.nets import check_conv_shape
+from ppl_models.nets import ACTIVATIONS, check_conv_shape
 from ppl_models.priors import COMPONENTS, PRIORS
 from ppl_models.runs import experiment, plots
 from ppl_models.runs.experiment import Refused, nonnegative_float, positive_float, positive_int
 from ppl_models.vae import DECODERS, LIKELIHOODS, VAE
+from ppl_models.vae2 import TwoLayerVAE
 
-RUN_NAME = "{decoder}-{guide}-z{z_dim}-{likelihood}-beta{beta:g}{prior_tag}"
+RUN_NAME = "{decoder}-{guide}-z{z_dim}-{likelihood}-beta{beta:g}"
 GAUSSIAN_GUIDES = ("diag", "conv", "lowrank", "fullcov")  # whose q(z | x) the VampPrior can mix
 DEFAULT_SIZE = {"folder": 32, "celeba": 64}
 
@@ -56,7 +61,7 @@ def parse_args(argv=None):
                    help="default: bernoulli for binarised data, gaussian for grey")
     p.add_argument("--sigma", type=positive_float, default=None, help="fixed Gaussian scale (default: learned)")
     p.add_argument("--decoder", default="mlp", choices=DECODERS)
-    p.add_argument("--guide", default="diag", choices=sorted(GUIDES))
+    p.add_argument("--guide", default="diag", choices=sorted(GUIDES))  # --layers 2: those of guides/vae2.py
     p.add_argument("--z-dim", type=positive_int, default=50)
     p.add_argument("--hidden", type=positive_int, nargs="+", default=[500, 500], help="MLP hidden sizes")
     p.add_argument("--beta", type=nonnegative_float, default=1.0,
@@ -65,6 +70,10 @@ def parse_args(argv=None):
     p.add_argument("--lr-steps", nargs="*", default=[], metavar="EPOCH:LR",
                    help="step schedule: from EPOCH on use LR, e.g. 50:3e-4 80:1e-4 (default: a constant rate)")
     p.add_argument("--optim", default="adam", choices=["adam", "rmsprop"])
+    p.add_argument("--layers", type=int, default=1, choices=[1, 2],
+                   help="stochastic layers: 1, or 2 (the IWAE paper's model, ppl_models/vae2.py: z1 of 2 x --z-dim, "
+                        "its own 2 x z-dim hidden units between z2 and z1)")
+    p.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS), help="the MLPs' (tanh: the IWAE paper)")
     p.add_argument("--prior", default="standard", choices=PRIORS, help="p(z): N(0, I), a learned mixture, the "
                    "VampPrior, or a flow (ppl_models/priors.py)")
     p.add_argument("--prior-components", type=positive_int, default=None,
@@ -83,6 +92,10 @@ def parse_args(argv=None):
         p.error("a Bernoulli likelihood needs binarised data: use --binarize dynamic or static")
     if args.prior == "vamp" and args.guide not in GAUSSIAN_GUIDES:
         p.error(f"--prior vamp mixes the guide's Gaussian posteriors: use --guide {' or '.join(GAUSSIAN_GUIDES)}")
+    if args.layers == 2 and (args.decoder != "mlp" or args.likelihood != "bernoulli" or kind not in ("mnist", "fashion-mnist")
+                             or args.guide not in GUIDES2 or args.prior == "vamp"):
+        p.error(f"--layers 2 is the IWAE paper's MLP model of binarised 28x28 images: --decoder mlp, a Bernoulli "
+                f"likelihood, MNIST or Fashion-MNIST, --guide {' or '.join(GUIDES2)}, --prior standard, mog or flow")
     if args.guide == "delta" and (args.objective != "elbo" or args.particles > 1):
         p.error("--guide delta is a point mass (the autoencoder): it trains with --objective elbo and one particle")
     return args
@@ -97,15 +110,19 @@ def shape_of(args):
 
 
 def run_template(args):
-    """The run folder's name: MNIST's as it always was; other data prefix theirs; a prior other than
-    N(0, I) and an objective other than the ELBO add theirs."""
-    args.prior_tag = "" if args.prior == "standard" else f"-{args.prior}{args.prior_components or COMPONENTS[args.prior]}"
+    """The run folder's name: MNIST's as it always was; other data prefix theirs; two stochastic layers,
+    hidden sizes other than 500-500, tanh and a prior other than N(0, I) add theirs (and the runner an
+    objective other than the one-particle ELBO)."""
+    variant = ("" if args.layers == 1 else "-L2") + ("" if args.hidden == [500, 500] else
+                                                    "-h" + "-".join(map(str, args.hidden)))
+    variant += ("" if args.activation == "relu" else f"-{args.activation}") + (
+        "" if args.prior == "standard" else f"-{args.prior}{args.prior_components or COMPONENTS[args.prior]}")
     kind, path = parse_dataset(args.dataset)
     c, size, _ = shape_of(args)
     if kind in ("mnist", "fashion-mnist"):
-        return {"mnist": "", "fashion-mnist": "fashion-"}[kind] + RUN_NAME
+        return {"mnist": "", "fashion-mnist": "fashion-"}[kind] + RUN_NAME + variant
     name = path.resolve().name if kind == "folder" else "celeba"
-    return f"{kind}-{name}-s{size}-c{c}-".replace("{", "(").replace("}", ")") + RUN_NAME
+    return f"{kind}-{name}-s{size}-c{c}-".replace("{", "(").replace("}", ")") + RUN_NAME + variant
 
 
 def load_data(args, device):
@@ -125,8 +142,13 @@ def load_data(args, device):
 
 def build(args, device):
     """The VAE and its guide from the run's settings (also what rebuilds a run from its folder)."""
+    if args.layers == 2:
+        z1 = 2 * args.z_dim
+        model = TwoLayerVAE(args.z_dim, z1, tuple(args.hidden), (z1, z1), args.activation, args.prior,
+                            args.prior_components).to(device)
+        return model, make_guide2(args.guide, model).to(device)
     model = VAE(args.z_dim, tuple(args.hidden), args.decoder, args.likelihood, args.sigma, shape_of(args),
-                args.prior, args.prior_components).to(device)
+                args.prior, args.prior_components, args.activation).to(device)
     guide = make_guide(args.guide, model).to(device)
     if args.prior == "vamp":
         model.p_z.attach(guide.posterior)

@@ -21,7 +21,7 @@ from guides import build
 from guides.heads import IAF, DiagNormal, Flow, FullCovNormal, LowRankNormal
 from ppl_models.anneal import kl_scale
 from ppl_models.checks import check_images
-from ppl_models.nets import ConvEncoder, mlp
+from ppl_models.nets import ACTIVATIONS, ConvEncoder, mlp
 
 
 class EncoderGuide(nn.Module):
@@ -70,7 +70,8 @@ class PointHead(nn.Module):
 
 
 def _mlp_encoder(vae, hidden):
-    return nn.Sequential(mlp((vae.x_dim, *hidden)), nn.ReLU())
+    act = ACTIVATIONS[getattr(vae, "activation", "relu")]  # the model's activation
+    return nn.Sequential(mlp((vae.x_dim, *hidden), act), act())
 
 
 def _sizes(vae, hidden):

@@ -24,6 +24,7 @@ def mlp(sizes, activation=nn.ReLU, out_activation=None):
 
 
 MNIST_SHAPE = (1, 28, 28)
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}  # tanh: the IWAE paper's networks
 
 
 def check_conv_shape(shape):

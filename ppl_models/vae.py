@@ -25,7 +25,7 @@ from torch import nn
 
 from ppl_models.anneal import kl_scale
 from ppl_models.checks import check_images
-from ppl_models.nets import MNIST_SHAPE, ConvDecoder, mlp
+from ppl_models.nets import ACTIVATIONS, MNIST_SHAPE, ConvDecoder, mlp
 from ppl_models.priors import make_prior
 
 DECODERS = ("mlp", "conv")
@@ -34,19 +34,21 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 
 class VAE(nn.Module):
     def __init__(self, z_dim=50, hidden=(500, 500), decoder="mlp", likelihood="bernoulli", sigma=None,
-                 shape=MNIST_SHAPE, prior="standard", prior_components=None):
+                 shape=MNIST_SHAPE, prior="standard", prior_components=None, activation="relu"):
         """``sigma=None`` learns one observation scale for the Gaussian likelihood; a number fixes it.
-        ``shape``: the images' (C, H, W). ``prior``: one of ``PRIORS`` (``prior_components``: its K);
+        ``shape``: the images' (C, H, W). ``activation``: the MLPs' (``relu``, or ``tanh`` as in the IWAE
+        paper; the guides' encoders take the same). ``prior``: one of ``PRIORS`` (``prior_components``: its K);
         the VampPrior is handed the guide's posterior with ``vae.p_z.attach(guide.posterior)``."""
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
-        self.z_dim, self.hidden, self.likelihood = z_dim, tuple(hidden), likelihood
+        self.z_dim, self.hidden, self.likelihood, self.activation = z_dim, tuple(hidden), likelihood, activation
         self.shape = tuple(shape)
         self.x_dim = shape[0] * shape[1] * shape[2]
-        self.decoder = mlp((z_dim, *hidden, self.x_dim)) if decoder == "mlp" else ConvDecoder(z_dim, shape=shape)
+        act = ACTIVATIONS[activation]
+        self.decoder = mlp((z_dim, *hidden, self.x_dim), act) if decoder == "mlp" else ConvDecoder(z_dim, shape=shape)
         self.p_z = make_prior(prior, z_dim, self.x_dim, prior_components)
         if likelihood == "gaussian":
             init = math.log(sigma) if sigma is not None else math.log(0.1)

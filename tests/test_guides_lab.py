@@ -42,3 +42,26 @@ def test_an_unknown_guide_is_refused(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "guides_lab.py"), "--model", "vae", "--guides",
                            "gauss", "--smoke"], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and "--guides: unknown ['gauss']" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("vary, values", [("objective", ["iwae:1", "iwae:4", "dreg:4"]),
+                                          ("prior", ["standard", "mog:3", "vamp:5", "flow:1"])])
+def test_the_lab_varies_the_objective_or_the_prior_at_one_budget(vary, values, tmp_path):
+    cmd = [sys.executable, str(ROOT / "examples" / "guides_lab.py"), "--model", "vae", "--vary", vary, "--values",
+           *values, "--smoke", "--no-progress", "--gap-images", "0", "--out", str(tmp_path / "lab"), "--hidden", "32"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "lab" / "lab.csv")))
+    assert [r[vary] for r in rows] == [v.split(":")[0] for v in values]
+    assert all(float(r["test_log_px"]) < 0 for r in rows)
+    if vary == "objective":  # the gradient SNR at the trained parameters, for the guide and the model
+        assert [r["particles"] for r in rows] == ["1", "4", "4"]
+        assert all(float(r["snr_guide"]) > 0 and float(r["snr_model"]) > 0 for r in rows)
+    else:
+        assert [r["prior_components"] for r in rows] == ["", "3", "5", "1"]
+
+
+def test_a_malformed_value_of_the_varied_part_is_refused(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "guides_lab.py"), "--model", "vae", "--vary",
+                           "objective", "--values", "iwae:x", "--smoke"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "K must be a positive integer" in proc.stderr and "Traceback" not in proc.stderr
