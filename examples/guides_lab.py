@@ -27,8 +27,8 @@ family with fixed per-example parameters; the table is.
 ``--vary objective`` takes ``NAME[:K]`` values (``iwae:50`` is ``--objective iwae --particles 50``) and
 adds the signal-to-noise ratio of the gradients at each run's trained parameters (Rainforth et al.
 2018): for ``--grad-repeats`` gradients of the run's own estimator on one validation batch, per
-parameter |mean| / standard deviation, averaged over the guide's parameters (``snr_guide``) and over the
-model's (``snr_model``). ``--vary prior`` takes ``NAME[:K]`` (``vamp:500`` is ``--prior vamp
+parameter |mean| / standard deviation, the median over the guide's parameters (``snr_guide``) and over
+the model's (``snr_model``). ``--vary prior`` takes ``NAME[:K]`` (``vamp:500`` is ``--prior vamp
 --prior-components 500``).
 """
 import argparse
@@ -185,7 +185,8 @@ def classifier_gradient_variance(folder, device, x, repeats, seed):
 def gradient_snr(folder, device, x, repeats, seed):
     """The signal-to-noise ratio of the gradients of the run in ``folder`` under its own objective and
     K, at its trained parameters, on the batch ``x``: per parameter |mean| / std over ``repeats``
-    gradients, averaged over the guide's parameters and over the model's."""
+    gradients, the median over the guide's parameters and over the model's (robust to entries whose
+    gradient is nearly constant)."""
     from ppl_models.inference.objectives import make_objective
 
     run = experiment.rebuild(folder, device)
@@ -209,7 +210,7 @@ def gradient_snr(folder, device, x, repeats, seed):
         g = torch.stack(g)
         std, mean = g.std(0), g.mean(0).abs()
         ok = std > 0
-        out[f"snr_{k}"] = float((mean[ok] / std[ok]).mean()) if ok.any() else float("nan")
+        out[f"snr_{k}"] = float((mean[ok] / std[ok]).median()) if ok.any() else float("nan")
     return out
 
 

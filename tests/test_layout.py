@@ -63,8 +63,8 @@ def test_the_boundary_check_catches_a_story_that_imports_the_runner(tmp_path):
 
 def test_the_top_of_the_package_shows_the_stories_their_parts_and_the_role_folders():
     top = {p.stem for p in (ROOT / "ppl_models").glob("*.py")} - {"__init__"}
-    assert top == {"vae", "cvae", "ssvae", "vrnn", "seqvae", "draw", "linear_gaussian", "nets", "anneal", "checks",
-                   "priors"}
+    assert top == {"vae", "vae2", "cvae", "ssvae", "vrnn", "seqvae", "draw", "linear_gaussian", "nets", "anneal",
+                   "checks", "priors"}
     folders = {p.name for p in (ROOT / "ppl_models").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert folders == set(ROLES)
     guides = {p.stem for p in (ROOT / "guides").glob("*.py")} - {"__init__", "heads"}
@@ -85,7 +85,8 @@ def test_every_story_s_prior_is_a_distribution_over_its_latent():
     from ppl_models.vrnn import VRNN
 
     x = torch.rand(3, 784)
-    priors = {"vae": VAE(4, (8,)).prior(x), "ssvae": SSVAE(4, (8,)).prior(x), "cvae": CVAE(784, 4, (8,)).prior(x),
+    from ppl_models.vae2 import TwoLayerVAE
+    priors = {"vae": VAE(4, (8,)).prior(x), "vae2": TwoLayerVAE(4, 6, (8,), (8,)).prior(x), "ssvae": SSVAE(4, (8,)).prior(x), "cvae": CVAE(784, 4, (8,)).prior(x),
               "draw": DRAW(2, 4, 8).prior(x), "seqvae": SeqVAE(4, 8, 5).prior(torch.rand(3, 5, 2)),
               "vrnn": VRNN("bernoulli", "learned", 4, 8).prior(torch.zeros(3, 8), torch.zeros(3, 0)),
               "vrnn-i": VRNN("bernoulli", "standard", 4, 8).prior(torch.zeros(3, 8), torch.zeros(3, 0))}
