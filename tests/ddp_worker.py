@@ -1,6 +1,11 @@
 """One data-parallel training run for tests/test_distributed.py (started by torchrun), or the same
 run in one process when called directly: a small VAE with the point-mass guide (no latent noise, so
-that the runs can agree to float rounding) on fixed global batches."""
+that the runs can agree to float rounding) on fixed global batches.
+
+``DDP_WORKER_KILL=EPOCH:STEP``: on torchrun's first start, rank 1 kills itself (SIGKILL, as a preempted
+or out-of-memory worker dies) when it reaches that step of that epoch; torchrun's restarts run on."""
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -19,8 +24,29 @@ def global_batches(n_batches=4, batch=15):
     return [(x[i:i + batch],) for i in range(0, len(x), batch)]
 
 
+class Preempted:
+    """The global batches of one epoch; on the first start, rank 1 dies at ``step`` of ``epoch``."""
+
+    def __init__(self, batches, epoch, kill):
+        self.batches, self.epoch, self.kill = batches, epoch, kill
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        for step, batch in enumerate(self.batches, 1):
+            if (self.kill and (self.epoch, step) == self.kill and distributed.rank() == 1
+                    and distributed.restarted() == 0):
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield batch
+
+
 def train(out, epochs, resume=False, batches=None):
     distributed.init(torch.device("cpu"))
+    kill = os.environ.get("DDP_WORKER_KILL")
+    if kill and batches is None:
+        at = tuple(map(int, kill.split(":")))
+        batches = lambda epoch: Preempted(global_batches(), epoch, at)  # noqa: E731
     torch.manual_seed(0)
     model = VAE(z_dim=4, hidden=(32,))
     guide = make_guide("delta", model)

@@ -1,4 +1,5 @@
 """Data-parallel training (ppl_models.inference.distributed) on this machine's CPUs: 2 processes, gloo."""
+import json
 import os
 import subprocess
 import sys
@@ -15,10 +16,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 import ddp_worker  # noqa: E402
 
 
-def torchrun(*args, nproc=2):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1"}
+def torchrun(*args, nproc=2, restarts=0, env=None):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1",
+           **(env or {})}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           *map(str, args)]
+           "--max-restarts", str(restarts), *map(str, args)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
@@ -98,3 +100,66 @@ def test_examples_that_cannot_train_data_parallel_say_why(example, flags, tmp_pa
     assert not (tmp_path / "seed0" / "checkpoint.pt").exists()  # refused before training
     assert "ppl_models/" not in proc.stderr and "examples/" + example not in proc.stderr.split("error:")[0]
     # (torchrun prints its own report of the failed children; the examples print one line each)
+
+
+def test_a_worker_killed_mid_epoch_is_restarted_by_torchrun_and_the_run_ends_as_an_uninterrupted_one(tmp_path):
+    """Rank 1 dies (SIGKILL) in the second of three epochs; torchrun --max-restarts 1 starts both ranks
+    again, they find the last complete checkpoint (epoch 1) by themselves and the run ends with the same
+    parameters and the same last metrics row as a 2-process run that was never interrupted."""
+    torchrun(ROOT / "tests" / "ddp_worker.py", tmp_path / "straight", 3)
+    proc = torchrun(ROOT / "tests" / "ddp_worker.py", tmp_path / "killed", 3, restarts=1,
+                    env={"DDP_WORKER_KILL": "2:2"})
+    assert "Signals.SIGKILL" in proc.stderr or "exitcode: -9" in proc.stderr, proc.stderr[-2000:]  # it did die
+    world_a, a = params(tmp_path / "straight")
+    world_b, b = params(tmp_path / "killed")
+    assert world_a == world_b == 2
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+    last = [open(tmp_path / run / "metrics.csv").read().splitlines()[-1].split(",") for run in ("straight", "killed")]
+    header = open(tmp_path / "straight" / "metrics.csv").readline().strip().split(",")
+    keep = [i for i, k in enumerate(header) if k != "seconds"]
+    assert [last[0][i] for i in keep] == [last[1][i] for i in keep] and last[0][0] == "3"
+
+
+def test_without_restarts_left_a_killed_worker_ends_the_job_and_the_checkpoint_stays(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1",
+           "DDP_WORKER_KILL": "2:2"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path / "run"), "3"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert proc.returncode != 0
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["epoch"] == 1 and ckpt["example"] is None  # the last complete epoch, loadable
+
+
+def test_an_example_under_torchrun_continues_by_itself_after_a_worker_is_killed(tmp_path):
+    """The user's case: ``torchrun --max-restarts 1 examples/vae.py``, rank 1 killed from outside in the
+    middle of training; the restarted group continues the run (no --resume typed) and finishes it."""
+    import signal
+    import time
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "vae"
+    job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                            "--max-restarts", "1", str(ROOT / "examples" / "vae.py"), "--smoke", "--epochs", "40",
+                            "--hidden", "64", "--no-progress", "--out", str(out)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env)
+    victim, deadline = None, time.time() + 240
+    while victim is None and time.time() < deadline:
+        metrics = out / "metrics.csv"
+        if metrics.exists() and len(metrics.read_text().splitlines()) > 3:  # three epochs saved
+            for pid in os.listdir("/proc"):
+                try:
+                    environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+                except (OSError, ValueError):
+                    continue
+                if b"RANK=1" in environ and str(out).encode() in open(f"/proc/{pid}/cmdline", "rb").read():
+                    victim = int(pid)
+        time.sleep(0.1)
+    assert victim is not None, "no rank 1 to kill"
+    os.kill(victim, signal.SIGKILL)
+    printed, _ = job.communicate(timeout=300)
+    assert job.returncode == 0, printed[-3000:]
+    assert "torchrun restart 1: continuing the run" in printed and "resumed from" in printed
+    r = json.loads((out / "results.json").read_text())
+    assert r["epochs"] == 40 and [int(line.split(",")[0]) for line in
+                                  (out / "metrics.csv").read_text().splitlines()[1:]] == list(range(1, 41))

@@ -20,6 +20,15 @@ one model, one objective that is a sum over the batch's examples. Refused in one
 and a VAE per latent size), ``guides_lab.py`` (a model per guide, then per-image refinement): several
 trainings in one command; sweep them with ``examples/sweep.py`` instead. Tested on CPUs with gloo
 (``tests/test_distributed.py``); the NCCL path has not run here, for want of several GPUs.
+
+Preemption: when a worker dies (killed, out of memory, its node lost), ``torchrun --max-restarts N``
+stops the other ranks and starts the whole group again (``TORCHELASTIC_RESTART_COUNT`` = 1, 2, ...);
+every rank of the new group finds the run folder's last complete checkpoint and continues from it
+(``fit`` resumes by itself on a restart; the run's settings must still match), each rank with its own
+random stream and the shared batch stream as saved, so the run ends as an uninterrupted one does.
+The rendezvous: on one machine ``--standalone`` (a free local port); on several, the same
+``--rdzv-backend c10d --rdzv-endpoint HOST:PORT --rdzv-id JOB --nnodes N`` on every node, and the run
+folder on a file system every node sees (rank 0 writes it, every rank reads it on a restart).
 """
 import os
 import sys
@@ -33,6 +42,12 @@ _ended = False
 def launched():
     """Started by torchrun with more than one process."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def restarted():
+    """The restart number torchrun gives a worker group it started again after a worker failed (0 for
+    the first start): ``torchrun --max-restarts N`` restarts the whole group, every rank anew."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 
 
 def active():
@@ -63,10 +78,24 @@ def init(device):
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=_attempt_store(),
+                            rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
     if not is_main():
         sys.stdout = open(os.devnull, "w")
     return device
+
+
+def _attempt_store():
+    """The rendezvous store of this start of the worker group, its keys under a prefix of their own.
+    torchrun keeps one store across the restarts of a group; without the prefix a restarted rank can
+    read the addresses the dead group left there and wait on them for ever (seen with gloo)."""
+    import datetime
+
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun's agent hosts the store
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"]),
+                          is_master=not agent and int(os.environ["RANK"]) == 0,
+                          timeout=datetime.timedelta(minutes=10), multi_tenant=True)
+    return dist.PrefixStore(f"ppl_models/start{restarted()}", store)
 
 
 def end():

@@ -10,8 +10,9 @@ states, metric history and the run's ``settings``) to ``out/checkpoint.pt``; wit
 ``best=("valid_loss", "min")`` it also keeps ``out/best.pt``. ``resume=True`` continues from
 ``out/checkpoint.pt`` exactly where it stopped, and refuses a checkpoint written with other settings.
 A fresh run removes any ``best.pt`` an earlier run left in ``out``, so that what is evaluated afterwards
-is always this run's. A loss that is not finite stops training with :class:`TrainingDiverged`,
-leaving the last good checkpoint.
+is always this run's. A loss that is not finite stops training with :class:`TrainingDiverged`, and a
+save that fails (a full disk) with :class:`CheckpointNotSaved`, each leaving the last complete
+checkpoint loadable. Under a torchrun restart (``distributed.restarted()``) the loop resumes by itself.
 
 Host-device synchronisation: one per step, Pyro's loss value (``loss_and_grads`` returns a float).
 An objective may return a tensor instead (e.g. a float plus a term still on the device); such a
@@ -45,6 +46,10 @@ class TrainingDiverged(RuntimeError):
 
 class CorruptCheckpoint(RuntimeError):
     """A checkpoint file that cannot be read."""
+
+
+class CheckpointNotSaved(RuntimeError):
+    """A checkpoint could not be written (a full disk, a lost mount); the last complete one is kept."""
 
 
 class SettingsMismatch(ValueError):
@@ -205,6 +210,9 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
         pyro.set_rng_seed(seed + 1_000_003 * (distributed.rank() + 1))
     history, start, best_value, stale = [], 1, None, 0
     ckpt_path = out / CHECKPOINT
+    if not resume and distributed.restarted() and ckpt_path.exists():
+        log(f"torchrun restarted the workers (restart {distributed.restarted()}): continuing the run in {out}")
+        resume = True
     if resume:
         if ckpt_path.exists():
             ckpt = load_checkpoint(ckpt_path, model, guide, optimizer, settings=settings)
@@ -279,10 +287,14 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
         if ranks > 1:
             ckpt.update(rng_ranks=distributed.gather(ckpt["rng"]), rng_shared=shared.state)
         if main:
-            atomic_save(ckpt, ckpt_path)
-            if improved:
-                atomic_save(ckpt, out / BEST)
-            write_metrics(history, out / METRICS)
+            try:
+                atomic_save(ckpt, ckpt_path)
+                if improved:
+                    atomic_save(ckpt, out / BEST)
+                write_metrics(history, out / METRICS)
+            except OSError as e:
+                raise CheckpointNotSaved(f"epoch {epoch} could not be saved in {out} ({e.strerror or e}); the "
+                                         f"last complete checkpoint is {last_good}: free space, then --resume") from e
         last_good = f"{ckpt_path} (epoch {epoch})"
         log("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
         if patience is not None and stale >= patience:

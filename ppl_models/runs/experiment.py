@@ -57,6 +57,7 @@ from ppl_models.inference.objectives import OBJECTIVES
 from ppl_models.inference.train import (
     BEST,
     CHECKPOINT,
+    CheckpointNotSaved,
     CorruptCheckpoint,
     SettingsMismatch,
     TrainingDiverged,
@@ -249,6 +250,10 @@ def start(args, example, template, out=None, free=(), serial_only=None):
         raise Refused(f"--out {out} is a file, not a folder")
     settings = settings_of(args, free)
     ckpt = held_checkpoint(out)
+    if ckpt is not None and distributed.restarted() and not args.eval_only and not args.resume:
+        args.resume = True  # torchrun started the workers again after one died: continue, do not refuse
+        print(f"{example}: torchrun restart {distributed.restarted()}: continuing the run in {out} "
+              "from its last complete checkpoint")
     if args.eval_only and ckpt is None:
         raise Refused(f"--eval-only: no run in {out} (no {CHECKPOINT}); train it first")
     if ckpt is not None and not (args.resume or args.eval_only or args.overwrite):
@@ -476,12 +481,13 @@ def cli(main, parse_args, argv=None):
     args = parse_args(argv)
     try:
         return main(args)
-    except (Refused, SettingsMismatch, DataError, TrainingDiverged, CorruptCheckpoint, OSError, ValueError) as e:
+    except (Refused, SettingsMismatch, DataError, TrainingDiverged, CorruptCheckpoint, CheckpointNotSaved, OSError,
+            ValueError) as e:
         if os.environ.get("PPL_MODELS_TRACEBACK"):
             raise
         code = 2 if isinstance(e, (Refused, SettingsMismatch)) else 1
-        hint = "" if isinstance(e, (Refused, SettingsMismatch, DataError, TrainingDiverged, CorruptCheckpoint)) \
-            else " (PPL_MODELS_TRACEBACK=1 shows where)"
+        explained = (Refused, SettingsMismatch, DataError, TrainingDiverged, CorruptCheckpoint, CheckpointNotSaved)
+        hint = "" if isinstance(e, explained) else " (PPL_MODELS_TRACEBACK=1 shows where)"
         print(f"{Path(sys.argv[0]).name}: error: {' '.join(str(e).split())}{hint}", file=sys.stderr)
         sys.exit(code)
     except KeyboardInterrupt:
