@@ -22,7 +22,9 @@ sweep folder must then be on a file system every node sees). Ray is an optional 
 machine, no Ray needed.
 
 Continuing: a configuration whose ``results.json`` exists is skipped, one with a checkpoint but no
-results continues with ``--resume``, and one held by another live sweep (``sweep.lock``) is left to
+results continues with ``--resume``; under Ray a run whose process is killed (or whose worker or node is
+lost) is started again up to ``--max-retries`` times, continuing from its checkpoint, and ``table.md``
+lists each run's starts and retries; and one held by another live sweep (``sweep.lock``) is left to
 it. So an interrupted sweep is continued by running the same command again. A failed run is reported
 with its error line and the others go on; the exit status is 1 if any run failed. At the end:
 ``python -m ppl_models.runs.compare`` over the runs, merged over the seeds (mean +- std), written to
@@ -39,7 +41,7 @@ import time
 from pathlib import Path
 
 from ppl_models.runs import compare, experiment
-from ppl_models.runs.experiment import Parser, Refused, cli, positive_int
+from ppl_models.runs.experiment import Parser, Refused, cli, nonnegative_int, positive_int
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -48,7 +50,8 @@ OWNED = ("--out", "--resume", "--eval-only")  # the sweep decides these for ever
 LOCK, LOG = "sweep.lock", "sweep.log"
 
 
-SWEEP_FLAGS = {"--address": 1, "--parallel": 1, "--sweep-dir": 1, "--serial": 0, "--dry-run": 0}
+SWEEP_FLAGS = {"--address": 1, "--parallel": 1, "--sweep-dir": 1, "--serial": 0, "--dry-run": 0, "--max-retries": 1}
+ATTEMPTS = "sweep.attempts"  # one line per start of a run: how many times it was started
 
 
 def parse_args(argv=None):
@@ -72,6 +75,9 @@ def parse_args(argv=None):
     p.add_argument("--serial", action="store_true", help="run one after another without Ray")
     p.add_argument("--sweep-dir", default=None, help="the sweep's folder (default: results/sweeps/...)")
     p.add_argument("--dry-run", action="store_true", help="print the runs and what would happen to each")
+    p.add_argument("--max-retries", type=nonnegative_int, default=2,
+                   help="Ray: times a run whose process was killed (or whose worker or node was lost) is "
+                        "started again, continuing from its checkpoint (default 2)")
     p.add_argument("example", help="the example to sweep, e.g. ssvae, vae, vrnn")
     p.add_argument("flags", nargs=argparse.REMAINDER, help="the example's flags, each with one or more values")
     args = p.parse_args(own + rest)
@@ -218,15 +224,28 @@ def command(example, argv, out, resume, gpus):
     return cmd + (["--resume"] if resume else [])
 
 
-def execute(cmd, out):
+class RunKilled(RuntimeError):
+    """A run's process ended by a signal (killed, out of memory): Ray starts the task again."""
+
+
+def execute(cmd, out, retry_killed=False):
     """Run one configuration's command, its output appended to ``out/sweep.log``. Returns what the
-    driver reports: the exit status, the seconds, and the error line of a failed run."""
+    driver reports: the exit status, the seconds, and the error line of a failed run. The command
+    continues the run (``--resume``) whenever its folder holds a checkpoint when it starts, so a task
+    that Ray starts again after a lost worker or a killed run picks up where the run stopped. With
+    ``retry_killed`` a run killed by a signal raises :class:`RunKilled` (Ray retries it)."""
     started = time.time()
+    if experiment.held_checkpoint(out) is not None and "--resume" not in cmd:
+        cmd = [*cmd, "--resume"]
+    with open(Path(out) / ATTEMPTS, "a") as f:
+        f.write(f"{time.time():.0f} {os.getpid()}\n")
     with open(Path(out) / LOG, "a") as log:
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the log follows the run line by line
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env).returncode
+    if rc < 0 and retry_killed:
+        raise RunKilled(f"{Path(out).name}: killed by signal {-rc}")
     error = ""
     if rc:
         lines = [ln.strip() for ln in open(Path(out) / LOG, errors="replace") if ln.strip()]
@@ -234,7 +253,13 @@ def execute(cmd, out):
     return {"rc": rc, "seconds": time.time() - started, "error": error}
 
 
-def run_all(jobs, serial, address, parallel):
+def attempts(out):
+    """How many times the run in ``out`` was started (0 if never)."""
+    path = Path(out) / ATTEMPTS
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def run_all(jobs, serial, address, parallel, max_retries=2):
     """Yield ``(name, outcome)`` as the runs finish: Ray tasks, or one after another with ``serial``."""
     if serial:
         for name, cmd, out in jobs:
@@ -252,8 +277,10 @@ def run_all(jobs, serial, address, parallel):
         cpus = parallel or os.cpu_count()
         ray.init(num_cpus=cpus, num_gpus=min(parallel or torch.cuda.device_count(), torch.cuda.device_count()),
                  include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    task = ray.remote(num_cpus=1, num_gpus=gpus)(execute)
-    pending = {task.remote(cmd, str(out)): name for name, cmd, out in jobs}
+    # max_retries: a task whose worker process dies (killed, out of memory, its node lost) is started again;
+    # retry_exceptions: so is one whose run was killed by a signal under it. Each start continues the run.
+    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=max_retries, retry_exceptions=[RunKilled])(execute)
+    pending = {task.remote(cmd, str(out), True): name for name, cmd, out in jobs}
     try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -293,7 +320,7 @@ def main(args):
     failed = []
     started = time.time()
     try:
-        for name, outcome in run_all(jobs, args.serial, args.address, args.parallel):
+        for name, outcome in run_all(jobs, args.serial, args.address, args.parallel, args.max_retries):
             release(sweep / name)
             finished += 1
             if outcome["rc"]:
@@ -306,6 +333,10 @@ def main(args):
             if json.loads((out / LOCK).read_text() if (out / LOCK).exists() else "{}").get("pid") == os.getpid():
                 release(out)
     print(f"sweep wall time {time.time() - started:.1f} s for {len(jobs)} runs")
+    started_again = {name: attempts(sweep / name) - 1 for name, _ in runs if attempts(sweep / name) > 1}
+    if started_again:
+        print("started again after a killed run or a lost worker: "
+              + ", ".join(f"{n} ({k} time{'s' * (k > 1)})" for n, k in started_again.items()))
     table(sweep, [name for name, _ in runs], over_seed="--seed" in varying)
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)}; their output is in <run>/{LOG}; "
@@ -321,7 +352,10 @@ def table(sweep, names, over_seed):
         return
     argv = [*outs, "--csv", str(sweep / "table.csv")] + (["--over", "seed"] if over_seed else [])
     rows, cols = compare.main(compare.parse_args(argv))
-    (sweep / "table.md").write_text(compare.markdown(rows, cols) + "\n")
+    starts = "\n".join(f"| {n} | {attempts(sweep / n)} | {max(attempts(sweep / n) - 1, 0)} |" for n in names
+                       if (sweep / n / "results.json").exists())
+    (sweep / "table.md").write_text(compare.markdown(rows, cols) + "\n\n| run | starts | retries |\n|---|---|---|\n"
+                                    + starts + "\n")
     print(f"wrote {sweep / 'table.md'}")
 
 

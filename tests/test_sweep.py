@@ -134,3 +134,49 @@ def test_a_local_ray_sweep_of_two_smoke_runs(tmp_path):
     for z in (2, 3):
         r = json.loads((out / f"zdim{z}" / "results.json").read_text())
         assert r["settings"]["z_dim"] == z and "--threads 1" in (out / f"zdim{z}" / "sweep.log").read_text()
+
+
+PREEMPTED = '''"""A stand-in example preempted on its first start: it saves a checkpoint, then its process is killed
+(--preempt self) or the Ray worker running it is (--preempt worker); started again, it resumes."""
+import argparse, json, os, signal, sys
+from pathlib import Path
+def parse_args(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--preempt", default="none"); p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out"); p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--resume", action="store_true")
+    return p.parse_args(argv)
+if __name__ == "__main__":
+    a = parse_args()
+    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+    with open(out / "calls.txt", "a") as f:
+        f.write(" ".join(sys.argv[1:]) + "\\n")
+    if not (out / "checkpoint.pt").exists():
+        (out / "checkpoint.pt").write_text("epoch 1")
+        if a.preempt == "worker":
+            os.kill(os.getppid(), signal.SIGKILL)
+        if a.preempt in ("worker", "self"):
+            os.kill(os.getpid(), signal.SIGKILL)
+    assert a.resume == (a.preempt != "none"), "a run started again continues with --resume"
+    (out / "results.json").write_text(json.dumps({"settings": {"preempt": a.preempt},
+        "metrics": {"score": 1.0}, "epochs": 2}))
+'''
+
+
+def test_a_ray_task_killed_mid_run_or_losing_its_worker_is_retried_and_continues(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("ray")
+    folder = tmp_path / "examples"
+    folder.mkdir()
+    (folder / "preempted.py").write_text(PREEMPTED)
+    monkeypatch.setattr(sweep, "EXAMPLES", folder)
+    out = tmp_path / "sweep"
+    sweep.main(sweep.parse_args(["--parallel", "2", "--max-retries", "1", "--sweep-dir", str(out), "preempted",
+                                 "--preempt", "none", "self", "worker"]))
+    printed = capsys.readouterr().out
+    for name, starts in (("preemptnone", 1), ("preemptself", 2), ("preemptworker", 2)):
+        assert (out / name / "results.json").exists(), name
+        calls = (out / name / "calls.txt").read_text().splitlines()
+        assert len(calls) == starts and ("--resume" in calls[-1]) == (starts > 1), (name, calls)
+    assert "preemptself (1 time)" in printed and "preemptworker (1 time)" in printed
+    table = (out / "table.md").read_text()
+    assert "| preemptworker | 2 | 1 |" in table and "| preemptnone | 1 | 0 |" in table

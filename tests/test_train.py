@@ -119,3 +119,42 @@ def test_parameters_shared_by_model_and_guide_are_optimised_once(tmp_path, fake_
     # one Adam step moves every parameter by about lr (not 2 lr, as a duplicated entry would)
     steps = [(p.detach() - b).abs().max().item() for p, b in zip(baseline.parameters(), before)]
     assert all(0.05 < s < 0.15 for s in steps)
+
+
+def test_a_save_cut_short_by_a_full_disk_leaves_the_last_complete_checkpoint(tmp_path, fake_images, monkeypatch):
+    """The disk fills while epoch 2 is saved (simulated: torch.save writes half a file, then fails with
+    ENOSPC): training stops with one clear error naming the last complete checkpoint, no partial file is
+    left, epoch 1's checkpoint loads, and --resume (with space again) ends as an uninterrupted run does."""
+    import errno
+
+    from ppl_models.inference import train as train_module
+    from ppl_models.inference.train import CheckpointNotSaved
+    x, y = fake_images
+    batches = [(x[:16], y[:16]), (x[16:32], y[16:32])]
+    real_save = torch.save
+    saves = {"n": 0}
+
+    def filling_disk(obj, path, *a, **k):
+        saves["n"] += 1
+        if saves["n"] == 2:  # the second checkpoint: epoch 2
+            with open(path, "wb") as f:
+                f.write(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, path, *a, **k)
+
+    monkeypatch.setattr(train_module.torch, "save", filling_disk)
+    model, guide = build()
+    with pytest.raises(CheckpointNotSaved, match=r"epoch 2 could not be saved.*No space left.*checkpoint.pt \(epoch 1\)"):
+        fit(model, guide, Trace_ELBO(), batches, epochs=3, out=tmp_path / "run", progress=False, log=lambda s: None)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.pt", "metrics.csv"]
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    monkeypatch.setattr(train_module.torch, "save", real_save)
+    model, guide = build()
+    resumed = fit(model, guide, Trace_ELBO(), batches, epochs=3, out=tmp_path / "run", resume=True, progress=False,
+                  log=lambda s: None)
+    model_b, guide_b = build()
+    straight = fit(model_b, guide_b, Trace_ELBO(), batches, epochs=3, out=tmp_path / "straight", progress=False,
+                   log=lambda s: None)
+    assert [h["loss"] for h in resumed] == [h["loss"] for h in straight]
+    for a, b in zip(model.state_dict().values(), model_b.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
