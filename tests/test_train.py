@@ -158,3 +158,22 @@ def test_a_save_cut_short_by_a_full_disk_leaves_the_last_complete_checkpoint(tmp
     assert [h["loss"] for h in resumed] == [h["loss"] for h in straight]
     for a, b in zip(model.state_dict().values(), model_b.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_torchrun_restart_continues_by_itself_and_still_refuses_another_run_s_checkpoint(tmp_path, fake_images,
+                                                                                           monkeypatch):
+    from ppl_models.inference.train import SettingsMismatch
+    x, y = fake_images
+    batches = [(x[:16], y[:16])]
+    model, guide = build()
+    fit(model, guide, Trace_ELBO(), batches, epochs=1, out=tmp_path, progress=False, log=lambda s: None,
+        settings={"z_dim": 3})
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")  # as torchrun sets it in a restarted group
+    said = []
+    model, guide = build()
+    hist = fit(model, guide, Trace_ELBO(), batches, epochs=2, out=tmp_path, progress=False, log=said.append,
+               settings={"z_dim": 3})
+    assert [h["epoch"] for h in hist] == [1, 2] and any("torchrun restarted the workers" in s for s in said)
+    with pytest.raises(SettingsMismatch, match=r"z_dim 3 \(asked: 4\)"):
+        fit(model, guide, Trace_ELBO(), batches, epochs=3, out=tmp_path, progress=False, log=lambda s: None,
+            settings={"z_dim": 4})
