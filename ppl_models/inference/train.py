@@ -172,7 +172,7 @@ def load_checkpoint(path, model, guide, optimizer=None, settings=None):
 
 def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_decay=1.0, validate=None,
         valid_every=1, best=None, patience=None, resume=False, seed=0, progress=True, step_kwargs=None,
-        settings=None, example=None, log=print):
+        settings=None, example=None, on_epoch=None, log=print):
     """Train ``model`` and ``guide`` (``nn.Module`` s with ``.model`` / ``.guide`` methods).
 
     batches:    an iterable of argument tuples, iterated once per epoch (or a function
@@ -190,6 +190,8 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
                 checkpoint whose settings differ (:class:`SettingsMismatch`).
     example:    the name of the example that trains, stored in every checkpoint (so that a run
                 folder can be rebuilt: ``ppl_models.runs.experiment.rebuild``).
+    on_epoch:   ``on_epoch(row)`` after each epoch's checkpoint, with its metrics row (rank 0 only):
+                e.g. an experiment tracker.
     lr, lr_decay: the learning rate of epoch e is ``lr * lr_decay ** (e - 1)``, also after a resume
                 (so resuming with a smaller ``lr`` is a step schedule); ``lr`` may also be a function
                 ``lr(epoch)``.
@@ -296,6 +298,8 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
                 raise CheckpointNotSaved(f"epoch {epoch} could not be saved in {out} ({e.strerror or e}); the "
                                          f"last complete checkpoint is {last_good}: free space, then --resume") from e
         last_good = f"{ckpt_path} (epoch {epoch})"
+        if on_epoch is not None and main:
+            on_epoch(row)
         log("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
         if patience is not None and stale >= patience:
             log(f"early stop: {best[0]} did not improve for {stale} validations (best {best_value:.4g})")

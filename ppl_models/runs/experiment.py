@@ -68,11 +68,12 @@ from ppl_models.inference.train import (
     resolve_device,
     settings_diff,
 )
+from ppl_models.runs import tracking
 
 RESULTS, RESULTS_SCHEMA = "results.json", 1
 # Flags that may differ between a run and its resume or re-evaluation: where the run lives, how it
 # is watched, how long it trains, how it is scored, the learning-rate schedule.
-FREE = {"out", "resume", "overwrite", "eval_only", "no_progress", "threads", "device", "epochs",
+FREE = {"out", "resume", "overwrite", "eval_only", "no_progress", "threads", "device", "epochs", "track",
         "eval_samples", "eval_images", "lr", "lr_steps", "lr_decay", "patience", "valid_every", "seeds"}
 SMOKE = {"epochs": 1, "eval_samples": 8, "eval_images": 20}
 SMOKE_SIZES = (200, 100, 100)  # the first images of train, valid and test under --smoke
@@ -173,6 +174,8 @@ def parser(doc, *, epochs, batch_size=100, lr=1e-3, eval_samples=None, eval_imag
     g.add_argument("--overwrite", action="store_true", help="start again in a folder that holds a run")
     g.add_argument("--smoke", action="store_true", help="a few hundred examples, one epoch, tiny evaluation")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--track", nargs="+", default=[], choices=tracking.TRACKERS,
+                   help="mirror the run into MLflow and/or TensorBoard (pip install -e '.[track]')")
     return p
 
 
@@ -235,6 +238,10 @@ def start(args, example, template, out=None, free=(), serial_only=None):
     unless the example gives a reason it cannot (``serial_only``), which refuses the command."""
     if args.resume and args.eval_only:
         raise Refused("--resume and --eval-only exclude each other: --resume trains on, --eval-only only scores")
+    try:
+        tracking.check_available(getattr(args, "track", None))
+    except tracking.TrackerMissing as e:
+        raise Refused(str(e)) from None
     device = device_of(args)
     if distributed.launched():
         if serial_only:
@@ -265,7 +272,7 @@ def start(args, example, template, out=None, free=(), serial_only=None):
     pyro.set_rng_seed(args.seed)  # network initialisation; fit() seeds again for training
     print(f"{example}: run folder {out} on {device}")
     return SimpleNamespace(out=out, device=device, settings=settings, args=args, example=example, name=out.name,
-                           started=time.time())
+                           started=time.time(), trackers=[])
 
 
 def train(run, model, guide, loss, batches, *, out=None, **kwargs):
@@ -273,15 +280,23 @@ def train(run, model, guide, loss, batches, *, out=None, **kwargs):
     the history stored in the run's checkpoint instead (after checking its settings)."""
     out = Path(out or run.out)
     a = run.args
+    tracked = out == Path(run.out) and getattr(a, "track", None) and distributed.is_main()  # the run, not a part
     if a.eval_only:
         ckpt = read_checkpoint(out / CHECKPOINT)
         check_settings(ckpt, run.settings, out / CHECKPOINT)
+        if tracked:  # re-scored: the figures go to the run's tracked run
+            run.trackers = tracking.open_trackers(a.track, out, run.example, run.settings, True, ckpt["epoch"] + 1)
         distributed.end()
         return ckpt["history"]
     kwargs.setdefault("lr", a.lr)
     kwargs.setdefault("epochs", a.epochs)
+    if tracked:
+        resuming = a.resume and (out / CHECKPOINT).exists()
+        start = read_checkpoint(out / CHECKPOINT)["epoch"] + 1 if resuming else 1
+        run.trackers = tracking.open_trackers(a.track, out, run.example, run.settings, resuming, start)
+    on_epoch = (lambda row: [t.epoch(row) for t in run.trackers]) if run.trackers else None
     history = fit(model, guide, loss, batches, out=out, resume=a.resume, seed=a.seed,
-                  progress=not a.no_progress, settings=run.settings, example=run.example, **kwargs)
+                  progress=not a.no_progress, settings=run.settings, example=run.example, on_epoch=on_epoch, **kwargs)
     distributed.end()  # data-parallel: the other ranks end here, rank 0 scores and writes alone
     return history
 
@@ -470,6 +485,9 @@ def finish(run, metrics, history=None, eval_epoch=None, out=None, **extra):
     tmp = out / (RESULTS + ".tmp")
     tmp.write_text(json.dumps(results, indent=1))
     os.replace(tmp, out / RESULTS)
+    if out == Path(run.out):
+        for tracker in getattr(run, "trackers", []):
+            tracker.finish(results)
     print(f"results in {out / RESULTS} ({time.time() - run.started:.0f} s)")
     return results
 
