@@ -48,7 +48,7 @@ from ppl_models.runs.experiment import nonnegative_int, positive_int
 from ppl_models.runs.plots import plt
 
 MODELS = ("vae", "ssvae", "cvae", "vrnn", "seqvae", "draw")
-COLUMNS = ("test_elbo", "test_log_px", "snr_guide", "snr_model", "eval_samples", "ess_mean", "khat_above_0_7", "test_error", "valid_error",
+COLUMNS = ("test_elbo", "test_log_px", "fid", "precision", "recall", "label_fidelity", "snr_guide", "snr_model", "eval_samples", "ess_mean", "khat_above_0_7", "test_error", "valid_error",
            "nn_log_px", "elbo_amortised", "elbo_refined", "log_px", "approximation_gap", "amortisation_gap", "steps",
            "refine_seconds", "grad_var_enumerated", "grad_var_sampled", "grad_mean_sq_enumerated",
            "grad_mean_sq_sampled", "epochs", "train_seconds", "eval_seconds")

@@ -163,6 +163,10 @@ def judged(out, conditional):
         assert sum(map(sum, details["confusion"])) == 10 * details["samples_per_class"]
     else:
         assert sum(details["counts"]) == details["n"] == 50 and 1 <= r["metrics"]["classes_covered"] <= 10
+    quality = details["sample_quality"]  # smoke size: 200 samples against the first 1000 test images
+    assert quality["samples"] == 200 and r["metrics"]["fid"] == quality["fid"] > 0
+    assert 0 <= r["metrics"]["precision"] <= 1 and 0 <= r["metrics"]["recall"] <= 1
+    assert ("per_class" in quality) == conditional and (not conditional or len(quality["per_class"]) == 10)
 
 
 @pytest.mark.parametrize("extra", [["--attention", "filterbank"], ["--condition", "label", "--guide", "noerror"]])
@@ -207,13 +211,13 @@ def test_objectives_and_priors_that_do_not_apply_are_one_line(script, args, mess
 
 
 @pytest.mark.parametrize("flags, folder", [
-    (["--objective", "iwae", "--particles", "3"], "mlp-diag-z50-bernoulli-beta1-iwae3-seed0-smoke"),
+    (["--objective", "iwae", "--particles", "3"], "mlp-diag-z50-bernoulli-beta1-h32-iwae3-seed0-smoke"),
     (["--objective", "dreg", "--particles", "2", "--prior", "vamp", "--prior-components", "5"],
-     "mlp-diag-z50-bernoulli-beta1-vamp5-dreg2-seed0-smoke"),
-    (["--objective", "stl", "--particles", "2", "--prior", "flow"], "mlp-diag-z50-bernoulli-beta1-flow2-stl2-seed0-smoke"),
+     "mlp-diag-z50-bernoulli-beta1-h32-vamp5-dreg2-seed0-smoke"),
+    (["--objective", "stl", "--particles", "2", "--prior", "flow"], "mlp-diag-z50-bernoulli-beta1-h32-flow2-stl2-seed0-smoke"),
     (["--objective", "renyi", "--renyi-alpha", "0.5", "--particles", "2", "--prior", "mog"],
-     "mlp-diag-z50-bernoulli-beta1-mog10-renyi0.5k2-seed0-smoke"),
-    (["--objective", "meanfield"], "mlp-diag-z50-bernoulli-beta1-meanfield-seed0-smoke"),
+     "mlp-diag-z50-bernoulli-beta1-h32-mog10-renyi0.5k2-seed0-smoke"),
+    (["--objective", "meanfield"], "mlp-diag-z50-bernoulli-beta1-h32-meanfield-seed0-smoke"),
 ])
 def test_every_objective_and_prior_trains_the_vae_and_names_its_run(flags, folder, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "vae.py"), "--smoke", "--no-progress", "--hidden",

@@ -15,8 +15,10 @@ equal shares).
 """
 import torch
 
+from ppl_models.data import load_raw
 from ppl_models.data.strokes import render
 from ppl_models.judge.classifier import load_classifier
+from ppl_models.judge.quality import sample_quality
 
 N_CLASSES = 10
 
@@ -56,12 +58,22 @@ def strokes_to_images(sequences, absolute_coords=False):
     return torch.stack([torch.from_numpy(render(s, absolute_coords)).float().reshape(784) for s in seqs])
 
 
-def judge(run, generate, conditional, per_class=100, smoke_per_class=5, reference=None):
+def real_test_images(device, n=None):
+    """MNIST's test images as grey values ``[N, 784]`` and their labels: what samples are compared to."""
+    _, _, images, labels = load_raw("mnist")
+    x = torch.from_numpy(images.reshape(-1, 784).astype("float32") / 255.0)[:n]
+    return x.to(device), torch.from_numpy(labels)[:n].to(device)
+
+
+def judge(run, generate, conditional, per_class=100, smoke_per_class=5, reference=None, quality_samples=10_000):
     """For an example's run: load the classifier (the smoke-sized one for ``--smoke``), measure label
-    fidelity (``conditional``) or the class histogram of ``10 * per_class`` samples, print one line,
+    fidelity (``conditional``) or the class histogram of ``10 * per_class`` samples, and the sample
+    quality of ``quality_samples`` samples (``quality.py``: Fréchet distance, precision and recall in the
+    judge's features, against the grey test images, per class too when ``conditional``); print them,
     and return ``(metrics, details)``: scalars for ``results.json``'s ``metrics`` and the full record.
     Sampling is seeded with the run's seed. ``reference=(images, labels)``: real images drawn the way
-    the samples are (e.g. strokes rendered); the judge's error on them is the ceiling of the figure."""
+    the samples are (e.g. strokes rendered); the judge's error on them is the ceiling of the figure,
+    and the samples' quality is measured against them instead of the test images."""
     smoke = run.args.smoke
     per_class = smoke_per_class if smoke else per_class
     classifier, info = load_classifier(run.device, smoke=smoke)
@@ -85,4 +97,11 @@ def judge(run, generate, conditional, per_class=100, smoke_per_class=5, referenc
         metrics["judge_error_on_reference"] = (_predict(classifier, images) != labels).float().mean().item()
         print(f"the judge misreads {100 * metrics['judge_error_on_reference']:.1f}% of {len(images)} real "
               "images drawn the same way (the ceiling of the figure)")
-    return metrics, {**r, "judge": {k: info[k] for k in ("version", "smoke", "test_error", "test_images")}}
+    real = reference if reference is not None else real_test_images(run.device, 1000 if smoke else None)
+    q = sample_quality(generate, classifier, real[0], real[1] if conditional else None,
+                       n=200 if smoke else quality_samples, device=run.device)
+    metrics.update(fid=q["fid"], precision=q["precision"], recall=q["recall"])
+    print(f"sample quality of {q['samples']} samples against {q['real_images']} real images, in the judge's "
+          f"features: Fréchet distance {q['fid']:.2f}, precision {q['precision']:.3f}, recall {q['recall']:.3f}")
+    return metrics, {**r, "sample_quality": q,
+                     "judge": {k: info[k] for k in ("version", "smoke", "test_error", "test_images")}}

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from ppl_models.runs.experiment import RESULTS, Parser
 
-FIRST_METRICS = ("test_log_px", "test_elbo", "test_error", "nn_log_px", "eval_samples", "eval_images", "ess_mean",
-                 "khat_above_0_7")
+FIRST_METRICS = ("test_log_px", "test_elbo", "test_error", "nn_log_px", "fid", "precision", "recall",
+                 "label_fidelity", "eval_samples", "eval_images", "ess_mean", "khat_above_0_7")
 RUN_COLUMNS = ("epochs", "eval_epoch", "train_seconds", "eval_seconds", "device")
 
 
