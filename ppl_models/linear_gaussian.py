@@ -45,19 +45,25 @@ class LinearGaussian(nn.Module):
         return mean, cov
 
 
+def posterior_map(model):
+    """The exact posterior as a linear map of x: p(z | x) = N(A x + c, S), with A = S W^T / s^2, c = -A b."""
+    with torch.no_grad():
+        s2 = model.log_s.exp() ** 2
+        cov = torch.linalg.inv(torch.eye(model.k) + model.W.T @ model.W / s2)
+        A = cov @ model.W.T / s2
+        return A, -A @ model.b, cov
+
+
 class LinearGuide(nn.Module):
     """Near the exact posterior of ``model`` (perturbed, mean-field, a little too wide)."""
 
     def __init__(self, model, seed=1):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            s2 = model.log_s.exp() ** 2
-            cov = torch.linalg.inv(torch.eye(model.k) + model.W.T @ model.W / s2)
-            A = cov @ model.W.T / s2
-            self.A = nn.Parameter(A + 0.1 * torch.randn(A.shape, generator=g))
-            self.c = nn.Parameter(-A @ model.b + 0.1 * torch.randn(model.k, generator=g))
-            self.log_t = nn.Parameter(0.5 * cov.diagonal().log() + math.log(1.3))
+        A, c, cov = posterior_map(model)
+        self.A = nn.Parameter(A + 0.1 * torch.randn(A.shape, generator=g))
+        self.c = nn.Parameter(c + 0.1 * torch.randn(model.k, generator=g))
+        self.log_t = nn.Parameter(0.5 * cov.diagonal().log() + math.log(1.3))
 
     def guide(self, x, y=None, beta=1.0):
         pyro.module("lg_guide", self)
@@ -100,14 +106,11 @@ class LinearFullGuide(nn.Module):
     def __init__(self, model, exact=True, seed=1):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            s2 = model.log_s.exp() ** 2
-            cov = torch.linalg.inv(torch.eye(model.k) + model.W.T @ model.W / s2)
-            A = cov @ model.W.T / s2
-            noise = 0.0 if exact else 0.1
-            self.A = nn.Parameter(A + noise * torch.randn(A.shape, generator=g))
-            self.c = nn.Parameter(-A @ model.b + noise * torch.randn(model.k, generator=g))
-            self.L = nn.Parameter(torch.linalg.cholesky(cov) * (1.0 if exact else 1.3))  # off: a little too wide
+        A, c, cov = posterior_map(model)
+        noise = 0.0 if exact else 0.1
+        self.A = nn.Parameter(A + noise * torch.randn(A.shape, generator=g))
+        self.c = nn.Parameter(c + noise * torch.randn(model.k, generator=g))
+        self.L = nn.Parameter(torch.linalg.cholesky(cov) * (1.0 if exact else 1.3))  # off: a little too wide
 
     def guide(self, x, y=None, beta=1.0):
         pyro.module("lg_full_guide", self)

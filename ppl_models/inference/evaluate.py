@@ -43,13 +43,17 @@ def _repeat(value, s):
     return value
 
 
-def _site_log_probs(trace, skip=()):
-    """Sum of the sites' log-densities, each unscaled (``poutine.scale`` ignored) but masked."""
+def site_log_density(trace, skip=(), scaled=False):
+    """Sum of the sample sites' log-densities (masked) but those in ``skip``: unscaled (``poutine.scale``
+    and KL weights ignored: what the evaluator reports), or ``scaled`` (what an objective trains)."""
     total = 0.0
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or name in skip or site_is_subsample(site):
             continue
-        total = total + scale_and_mask(site["unscaled_log_prob"], mask=site["mask"])
+        if scaled:
+            total = total + scale_and_mask(site["log_prob"], site["scale"], site["mask"])
+        else:
+            total = total + scale_and_mask(site["unscaled_log_prob"], mask=site["mask"])
     return total
 
 
@@ -101,7 +105,7 @@ def log_importance_weights(model, guide, *args, num_samples=100, max_rows=20_000
             model_tr = poutine.trace(poutine.replay(model_fn, trace=guide_tr)).get_trace(*run_args, **run_kwargs)
             guide_tr.compute_log_prob()
             model_tr.compute_log_prob()
-            lw = torch.as_tensor(_site_log_probs(model_tr) - _site_log_probs(guide_tr, skip=skip))
+            lw = torch.as_tensor(site_log_density(model_tr) - site_log_density(guide_tr, skip=skip))
             if particles == "repeat":
                 while lw.dim() > 1:  # enumerated values on the left: sum them out exactly
                     lw = lw.logsumexp(0)

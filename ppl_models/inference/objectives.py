@@ -41,9 +41,10 @@ import warnings
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
 from torch import nn
+
+from ppl_models.inference.evaluate import site_log_density
 
 OBJECTIVES = ("elbo", "meanfield", "iwae", "renyi", "stl", "dreg")
 ESTIMATORS = ("iwae", "stl", "dreg")
@@ -54,16 +55,6 @@ def _particle_plate(fn, k, max_plate_nesting):
         with pyro.plate("particles", k, dim=-(max_plate_nesting + 1)):
             return fn(*args, **kwargs)
     return wrapped
-
-
-def _log_density(trace, skip=()):
-    """Sum of the sample sites' log densities, scaled (a KL weight applies) and masked, ``[K, B]``."""
-    total = 0.0
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample" or name in skip or site_is_subsample(site):
-            continue
-        total = total + scale_and_mask(site["log_prob"], site["scale"], site["mask"])
-    return total
 
 
 class _Method(nn.Module):
@@ -112,7 +103,7 @@ def log_weights(model, guide, *args, num_particles=1, max_plate_nesting=1, fixed
         fixed = _particle_plate(held_fixed(guide), num_particles, max_plate_nesting)
         guide_tr = poutine.trace(poutine.condition(fixed, data=latents)).get_trace(*args, **kwargs)
     guide_tr.compute_log_prob()
-    lw = _log_density(model_tr) - _log_density(guide_tr, skip=observed)
+    lw = site_log_density(model_tr, scaled=True) - site_log_density(guide_tr, skip=observed, scaled=True)
     lw = torch.as_tensor(lw)
     return lw.reshape(num_particles, -1) if lw.dim() else lw.reshape(1, 1).expand(num_particles, 1)
 
