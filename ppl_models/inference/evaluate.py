@@ -134,6 +134,9 @@ def _in_particle_plate(fn, s, max_plate_nesting):
     return wrapped
 
 
+KHAT_MIN_SAMPLES = 50
+
+
 def psis_khat(log_weights):
     """Pareto k-hat per example from log weights ``[S, B]`` (ArviZ ``psislw``); NaN if ArviZ is missing."""
     lw = log_weights.detach().double().cpu().numpy().T  # [B, S]
@@ -168,7 +171,8 @@ def evaluate(model, guide, *data, num_samples=5000, batch_size=100, max_rows=20_
     dimension indexes the examples, or ``None``; keyword arguments that are such tensors (e.g.
     ``lengths=``) are batched alike, the others passed as they are. With ``lengths`` the sequences of
     a batch are cut to the longest of them. The model's own input checks run on the first batch.
-    Returns per-example numpy arrays ``log_px``, ``elbo``, ``ess`` (and ``khat`` where S > 1), their
+    Returns per-example numpy arrays ``log_px``, ``elbo``, ``ess`` (and ``khat`` where S is at least
+    ``KHAT_MIN_SAMPLES``: the Pareto fit of a tail of fewer weights says nothing), their
     means as ``"log_px_mean"``, ``"elbo_mean"`` (``"nll"`` = -mean log p(x), ``"neg_elbo"``), and
     ``"exact"`` (True when the model has no latent and the likelihood is exact).
     """
@@ -192,7 +196,7 @@ def evaluate(model, guide, *data, num_samples=5000, batch_size=100, max_rows=20_
         exact = lw.shape[0] == 1 and num_samples > 1
         for k, v in summarize(lw).items():
             stats[k].append(v.cpu().numpy())
-        if khat and lw.shape[0] > 1:
+        if khat and lw.shape[0] >= KHAT_MIN_SAMPLES:
             stats["khat"].append(psis_khat(lw))
     result = {k: np.concatenate(v) for k, v in stats.items() if v}
     result["log_px_mean"] = float(result["log_px"].mean())

@@ -328,10 +328,10 @@ def score(run, model, guide, *data, batch_size=None, **kwargs):
         if "khat" in r:
             metrics["khat_above_0_7"] = float((r["khat"] > 0.7).mean())
     how = "exact" if r["exact"] else f"IS, S={a.eval_samples}"
+    tail = "" if r["exact"] else f", mean ESS {metrics['ess_mean']:.1f}" + (
+        f", k-hat > 0.7 for {100 * metrics['khat_above_0_7']:.1f}%" if "khat_above_0_7" in metrics else "")
     print(f"test log p(x) {metrics['test_log_px']:.2f} nats ({how}, {n} test examples), "
-          f"ELBO {metrics['test_elbo']:.2f}" + (f", mean ESS {metrics['ess_mean']:.1f}, k-hat > 0.7 for "
-                                                f"{100 * metrics.get('khat_above_0_7', float('nan')):.1f}%"
-                                                if not r["exact"] else ""))
+          f"ELBO {metrics['test_elbo']:.2f}{tail}")
     return metrics
 
 
