@@ -26,3 +26,32 @@ def fake_images():
     y = torch.arange(64) % 4
     flip = (torch.rand(64, 784, generator=g) < 0.05).float()
     return (protos[y] - flip).abs(), y
+
+
+def run_in_process(script, argv, cwd=ROOT):
+    """Run ``examples/<script>.py`` as its command line does (``experiment.cli``: parse, main, one-line
+    errors), in this test process: the same code path as ``python examples/<script>.py ARGV`` without
+    starting an interpreter and importing torch again for every run. Returns what it printed. A run
+    that fails exits (``SystemExit``), failing the test with the example's error on stderr. Commands
+    that must be refused, or must run in a process of their own (torchrun, Ray), use a subprocess."""
+    import contextlib
+    import io
+    import os
+
+    from ppl_models.runs import experiment
+
+    module = experiment.load_example(script)
+    printed, here, program = io.StringIO(), os.getcwd(), sys.argv[0]
+    os.chdir(cwd)
+    sys.argv[0] = f"{script}.py"
+    try:
+        with contextlib.redirect_stdout(printed):
+            parse = getattr(module, "parse_args", None) or module.parser().parse_args  # the benchmarks': parser()
+            experiment.cli(module.main, parse, [str(a) for a in argv])
+    except SystemExit as e:
+        raise AssertionError(f"{script}.py {' '.join(map(str, argv))} exited {e.code}:\n{printed.getvalue()[-2000:]}")
+    finally:
+        os.chdir(here)
+        sys.argv[0] = program
+        pyro.clear_param_store()
+    return printed.getvalue()

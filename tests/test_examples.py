@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(p.stem for p in (ROOT / "examples").glob("*.py"))
@@ -34,10 +35,8 @@ ELSEWHERE = {  # examples whose end-to-end smoke needs more than one command: wh
 
 
 def run_example(name, out, *extra):
-    cmd = [sys.executable, str(ROOT / "examples" / f"{name}.py"), "--smoke", "--out", str(out), *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return proc.stdout
+    """A smoke run of an example in this process (its command-line path, ``experiment.cli``); what it printed."""
+    return run_in_process(name, ["--smoke", "--out", str(out), *extra])
 
 
 def test_every_example_has_a_smoke_test():
@@ -47,7 +46,10 @@ def test_every_example_has_a_smoke_test():
 
 @pytest.mark.parametrize("name", sorted(SMOKE))
 def test_example_smoke(name, tmp_path):
-    run_example(name, tmp_path, *SMOKE[name])
+    """The command itself, in a process of its own: ``python examples/NAME.py --smoke --out DIR``."""
+    cmd = [sys.executable, str(ROOT / "examples" / f"{name}.py"), "--smoke", "--out", str(tmp_path), *SMOKE[name]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
 
 
 @pytest.mark.parametrize("extra", [
@@ -219,12 +221,25 @@ def test_objectives_and_priors_that_do_not_apply_are_one_line(script, args, mess
      "mlp-diag-z50-bernoulli-beta1-h32-mog10-renyi0.5k2-seed0-smoke"),
     (["--objective", "meanfield"], "mlp-diag-z50-bernoulli-beta1-h32-meanfield-seed0-smoke"),
 ])
-def test_every_objective_and_prior_trains_the_vae_and_names_its_run(flags, folder, tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "vae.py"), "--smoke", "--no-progress", "--hidden",
-                           "32", *flags], capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    r = json.loads((tmp_path / "results" / "vae" / folder / "results.json").read_text())
-    assert r["settings"]["objective"] == flags[1] and r["metrics"]["test_log_px"] < 0
+def test_the_objective_and_the_prior_name_the_run_folder(flags, folder):
+    spec = importlib.util.spec_from_file_location("vae_example", ROOT / "examples" / "vae.py")
+    vae = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vae)
+    args = vae.parse_args(["--smoke", "--hidden", "32", *flags])
+    from ppl_models.runs import experiment
+    assert experiment.run_name(args, vae.run_template(args)) == folder
+
+
+@pytest.mark.parametrize("flags", [  # iwae and dreg, and every prior, train in tests/test_guides_lab.py too
+    ["--objective", "stl", "--particles", "2", "--prior", "flow"],
+    ["--objective", "renyi", "--renyi-alpha", "0.5", "--particles", "2", "--prior", "mog"],
+    ["--objective", "meanfield", "--prior", "vamp", "--prior-components", "5"],
+])
+def test_every_objective_and_prior_trains_the_vae(flags, tmp_path):
+    run_example("vae", tmp_path, "--no-progress", "--hidden", "32", *flags)
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["settings"]["objective"] == flags[1] and r["settings"]["prior"] == flags[flags.index("--prior") + 1]
+    assert r["metrics"]["test_log_px"] < 0
 
 
 @pytest.mark.parametrize("script, flags", [

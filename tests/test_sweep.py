@@ -171,12 +171,12 @@ def test_a_ray_task_killed_mid_run_or_losing_its_worker_is_retried_and_continues
     monkeypatch.setattr(sweep, "EXAMPLES", folder)
     out = tmp_path / "sweep"
     sweep.main(sweep.parse_args(["--parallel", "2", "--max-retries", "1", "--sweep-dir", str(out), "preempted",
-                                 "--preempt", "none", "self", "worker"]))
+                                 "--preempt", "self", "worker"]))
     printed = capsys.readouterr().out
-    for name, starts in (("preemptnone", 1), ("preemptself", 2), ("preemptworker", 2)):
+    for name, starts in (("preemptself", 2), ("preemptworker", 2)):
         assert (out / name / "results.json").exists(), name
         calls = (out / name / "calls.txt").read_text().splitlines()
         assert len(calls) == starts and ("--resume" in calls[-1]) == (starts > 1), (name, calls)
     assert "preemptself (1 time)" in printed and "preemptworker (1 time)" in printed
     table = (out / "table.md").read_text()
-    assert "| preemptworker | 2 | 1 |" in table and "| preemptnone | 1 | 0 |" in table
+    assert "| preemptworker | 2 | 1 |" in table and "| preemptself | 2 | 1 |" in table
