@@ -3,11 +3,9 @@
     python examples/attributes.py results/vae/mlp-diag-z50-bernoulli-beta1-seed0          # MNIST
     python examples/attributes.py results/vae/celeba-celeba-s64-c3-conv-conv-... --attributes Smiling Eyeglasses
 
-For attribute a, with codes c(x) = the guide's representative code of q(z | x) (its mean)::
-
-    v_a = mean of c(x) over the images that have a  -  mean of c(x) over those that do not
-
-and the figure decodes c(x) + k v_a for test images x (rows) and k from -2 to 2 (columns).
+For attribute a, with codes c(x) = the guide's representative code of q(z | x) (its mean), the vector
+v_a is the mean code of the images that have a minus that of those that do not
+(``ppl_models/runs/latent.py``), and the figure decodes c(x) + k v_a for test images x (rows) and k from -2 to 2 (columns).
 MNIST has no attribute file: thickness and slant are measured on the images themselves with the
 Morpho-MNIST definitions (``ppl_models/data/morpho.py``), and "has" / "has not" are the top and bottom
 quartiles of ``--measure-images`` validation images. CelebA's 40 binary attributes come from its
@@ -29,6 +27,7 @@ from ppl_models.data.morpho import MEASURES, measure
 from ppl_models.judge.classifier import load_classifier
 from ppl_models.runs import experiment, plots
 from ppl_models.runs.experiment import Parser, Refused, positive_int
+from ppl_models.runs.latent import codes, measured_vector, vector, walk
 
 K = np.linspace(-2, 2, 9)
 
@@ -49,32 +48,15 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def codes(guide, x, batch=1000):
-    with torch.no_grad():
-        return torch.cat([guide.encode(x[i:i + batch]) for i in range(0, len(x), batch)])
-
-
-def vector(c, has, has_not=None):
-    """Mean code of the images with the attribute minus the mean code of those without (``has_not``,
-    by default all the others)."""
-    return c[has].mean(0) - c[~has if has_not is None else has_not].mean(0)
-
-
-def walk(model, c, v):
-    """Decoded images ``[len(K), n, D]`` along c + k v."""
-    with torch.no_grad():
-        return torch.stack([model.decode(c + float(k) * v) for k in K])
-
-
 def figure(model, c, v, path, name, grid):
-    imgs = walk(model, c, v).transpose(0, 1).reshape(-1, model.x_dim)  # row = image, column = k
+    imgs = walk(model.decode, c, v, K).transpose(0, 1).reshape(-1, model.x_dim)  # row = image, column = k
     plots.image_grid(imgs.cpu(), path, rows=len(c), cols=len(K),
                      title=f"{name}: decode(c(x) + k v), k = {K[0]:g} .. {K[-1]:g}", **grid)
 
 
 def check(model, c, v, name, judge):
     """The measured attribute of the decoded images against k, and the share whose class stays."""
-    decoded = walk(model, c, v)                                            # [K, n, D]
+    decoded = walk(model.decode, c, v, K)                                            # [K, n, D]
     m = np.stack([measure(decoded[j], name) for j in range(len(K))], 1)  # [n, K]
     ok = ~np.isnan(m).any(1)
     rho = [spearmanr(K, row).statistic for row in m[ok]]
@@ -103,7 +85,7 @@ def main(args):
     out = Path(args.run) / "attributes"
     out.mkdir(exist_ok=True)
     pool = valid.subset(slice(0, n_measure))
-    c_pool, c_test = codes(guide, pool.x), codes(guide, test.x[:max(n_check, args.rows)])
+    c_pool, c_test = codes(guide.encode, pool.x), codes(guide.encode, test.x[:max(n_check, args.rows)])
     report = {"run": str(args.run), "epoch": epoch, "dataset": vae_args.dataset, "k": K.tolist(), "attributes": {}}
     if kind == "celeba":
         names = args.attributes or ["Smiling"]
@@ -129,10 +111,7 @@ def main(args):
         judge, info = load_classifier(device, smoke=args.smoke)
         report["judge_test_error"] = info["test_error"]
         for name in names:
-            values = measure(pool.x, name)
-            lo, hi = np.nanpercentile(values, [25, 75])
-            top, bottom = torch.from_numpy(values >= hi).to(device), torch.from_numpy(values <= lo).to(device)
-            v = vector(c_pool, top, bottom)
+            v, (lo, hi), values = measured_vector(c_pool, pool.x, name)
             figure(model, c_test[:args.rows], v, out / f"{name}.png", name, grid)
             r = check(model, c_test[:n_check], v, name, judge)
             r.update(quartiles=[float(lo), float(hi)], vector_norm=float(v.norm()), measured_on=len(values))
