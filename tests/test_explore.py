@@ -137,7 +137,7 @@ def test_two_runs_side_by_side_share_their_picks_and_the_cli_takes_a_screenshot(
     import sys
     out, png = tmp_path / "ae_vs_vae.html", tmp_path / "ae_vs_vae.png"
     r = subprocess.run([sys.executable, "-m", "ppl_models.runs.explore", "--smoke", str(runs["ae"]), str(runs["vae"]),
-                        "--out", str(out), "--screenshot", str(png), "--pin", "5", "--set", "slant=1"],
+                        "--out", str(out), "--screenshot", str(png), "--pin", "5", "--to", "7", "--set", "slant=1"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert f"wrote {png}" in r.stdout

@@ -183,7 +183,7 @@ def _results(folder):
 
 
 def _shown_settings(run):
-    keys = ("guide", "decoder", "z_dim", "hidden", "prior", "objective", "particles", "beta", "labeled", "epochs",
+    keys = ("guide", "decoder", "z_dim", "hidden", "activation", "prior", "objective", "particles", "beta", "labeled",
             "seed")
     return {k: run.settings.get(k, getattr(run.args, k, None)) for k in keys
             if run.settings.get(k, getattr(run.args, k, None)) is not None}
@@ -211,9 +211,10 @@ def open_browser(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
 
 
-def screenshot(page_path, png, pin=0, sliders=(), shift_pin=None, width=1700):
-    """Open the page in headless Chromium, pin test image ``pin``, set ``sliders`` (name, value) on the
-    first run, draw the lattice, and save a full-page PNG. Returns the console errors."""
+def screenshot(page_path, png, pin=0, second=None, sliders=(), width=None):
+    """Open the page in headless Chromium, pin test image ``pin`` (and ``second``, the interpolation's
+    other end), set ``sliders`` (name, value) on the first run, draw the lattice, put the pointer on
+    the map, and save a full-page PNG (128 colours). Returns the console errors."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -221,14 +222,18 @@ def screenshot(page_path, png, pin=0, sliders=(), shift_pin=None, width=1700):
     errors = []
     with sync_playwright() as p:
         browser = open_browser(p)
-        page = browser.new_page(viewport={"width": width, "height": 1000})
+        page = browser.new_page(viewport={"width": width or 880, "height": 1000})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(Path(page_path).resolve().as_uri())
         page.wait_for_function("window.explorer && window.explorer.ready")
         n = page.evaluate("window.explorer.runs.length")
+        if n > 1 and not width:
+            page.set_viewport_size({"width": 850 * n + 30, "height": 1000})
         for k in range(n):
             page.evaluate(f"window.explorer.pinTest({k}, {pin})")
+            if second is not None:
+                page.evaluate(f"window.explorer.pinSecond({k}, {second})")
         for name, value in sliders:
             slider = page.locator(f'section[data-run="0"] input[data-attribute="{name}"]')
             if slider.count() == 0:
@@ -240,6 +245,8 @@ def screenshot(page_path, png, pin=0, sliders=(), shift_pin=None, width=1700):
             page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.4)
         page.screenshot(path=str(png), full_page=True)
         browser.close()
+    from PIL import Image
+    Image.open(png).convert("RGB").quantize(128).save(png, optimize=True)  # small enough to commit
     return errors
 
 
@@ -253,11 +260,15 @@ def parse_args(argv=None):
                    help="validation images whose measured thickness and slant define the vectors")
     p.add_argument("--screenshot", default=None, metavar="PNG", help="also save a picture of the page (Chromium)")
     p.add_argument("--pin", type=int, default=0, help="the screenshot's pinned test image")
+    p.add_argument("--to", type=int, default=None, help="the screenshot's interpolation: to this test image")
     p.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="the screenshot's slider values")
     p.add_argument("--smoke", action="store_true", help="a hundred images, for the tests")
     args = p.parse_args(argv)
     if len(args.runs) > 2:
         p.error(f"one run folder or two, got {len(args.runs)}")
+    for i in (args.pin, args.to):
+        if i is not None and not 0 <= i < args.codes:
+            p.error(f"--pin and --to take a test image on the map, 0 to {args.codes - 1}; got {i}")
     try:
         args.sliders = [(s.split("=")[0], float(s.split("=")[1])) for s in args.set]
     except (IndexError, ValueError):
@@ -274,7 +285,7 @@ def main(args):
         f"{r['title']}, z = {r['z_dim']}, {len(r['planes'])} plane(s), sliders: "
         f"{', '.join(a['name'] for a in r['attributes']) or 'none'}" for r in runs))
     if args.screenshot:
-        errors = screenshot(path, args.screenshot, pin=args.pin, sliders=args.sliders)
+        errors = screenshot(path, args.screenshot, pin=args.pin, second=args.to, sliders=args.sliders)
         if errors:
             raise Refused(f"the page logged errors in Chromium: {errors[0]}")
         print(f"wrote {args.screenshot}")

@@ -409,6 +409,7 @@ function start() {
     pinTest: (k, i) => app.panels[k].pinTest(i),
     pick: (k, i) => { app.current = app.panels[k]; app.pinTest(i); },  // as a click on a test code does
     pinnedTest: (k) => app.panels[k].pinned.test,
+    pinSecond: (k, i) => { const p = app.panels[k]; p.second = p.testMark(i); p.refresh(); },
     pinnedPixels: (k) => Array.from(app.panels[k].pinnedPixels),
     pinnedCode: (k) => app.panels[k].pinnedCode(),
     hoverCode: (k) => app.panels[k].hoverCode || null,
