@@ -229,7 +229,7 @@ def screenshot(page_path, png, pin=0, second=None, sliders=(), width=None):
         page.wait_for_function("window.explorer && window.explorer.ready")
         n = page.evaluate("window.explorer.runs.length")
         if n > 1 and not width:
-            page.set_viewport_size({"width": 850 * n + 30, "height": 1000})
+            page.set_viewport_size({"width": 880 * n + 40, "height": 1000})
         for k in range(n):
             page.evaluate(f"window.explorer.pinTest({k}, {pin})")
             if second is not None:
