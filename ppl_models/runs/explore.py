@@ -19,7 +19,8 @@ from disk or served by ``python -m http.server``. In it:
 - sliders adding multiples of the attribute vectors (``ppl_models/runs/latent.py``) to the pinned code;
 - samples from the prior (N(0, I) drawn in the page; a learned prior's samples drawn here, as a pool);
 - the lattice: the prior's quantiles 0.05..0.95 on the plane (the seed's manifold for z = 2);
-- a class selector for a label-conditioned decoder (M2's p(x | y, z)).
+- a class selector for a label-conditioned decoder (M2's p(x | y, z); its sliders move the style z,
+  the vectors taken from q(z | x, y) at the images' own labels).
 
 Runs: ``examples/vae.py`` (one stochastic layer, MLP or conv decoder, any prior, the autoencoder
 included) and ``examples/ssvae.py``.
@@ -120,11 +121,13 @@ def run_payload(folder, n_codes=1000, n_measure=2000, n_prior=160, smoke=False):
         n_codes, n_measure = min(n_codes, 100), min(n_measure, 100)
     x, y = test.x[:n_codes], test.y[:n_codes] if test.y is not None else None
     conditional = run.name == "ssvae"
-    if conditional:  # M2's codes: q(z | x, y) at the test images' own labels
+
+    def encode(images, labels):  # M2's codes: its style z, q(z | x, y) at the images' own labels
+        if not conditional:
+            return codes(guide.encode, images)
         with torch.no_grad():
-            c = torch.cat([guide.encode(x[i:i + 1000], y[i:i + 1000]) for i in range(0, len(x), 1000)])
-    else:
-        c = codes(guide.encode, x)
+            return torch.cat([guide.encode(images[i:i + 1000], labels[i:i + 1000]) for i in range(0, len(images), 1000)])
+    c = encode(x, y)
     z_dim = c.shape[1]
     digits = getattr(args, "dataset", "mnist") in ("mnist", "fashion-mnist")
     kind = getattr(args, "prior", "standard")
@@ -137,9 +140,9 @@ def run_payload(folder, n_codes=1000, n_measure=2000, n_prior=160, smoke=False):
         _, _, vt = torch.linalg.svd(centred, full_matrices=False)
         planes = [_plane("the codes' first two principal components", c.mean(0), vt[0], vt[1])]
     attributes = []
-    if getattr(args, "dataset", "mnist") == "mnist" and not conditional:
+    if getattr(args, "dataset", "mnist") == "mnist":
         pool = valid.x[:n_measure]
-        c_pool = codes(guide.encode, pool)
+        c_pool = encode(pool, valid.y[:n_measure] if valid.y is not None else None)
         for name in ("thickness", "slant"):
             v, quartiles, _ = measured_vector(c_pool, pool, name)
             attributes.append({"name": name, "vector": v.double().tolist(), "quartiles": quartiles})
