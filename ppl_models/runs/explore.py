@@ -18,7 +18,7 @@ from disk or served by ``python -m http.server``. In it:
   they share the test set), shift-click a second point for the interpolation between them;
 - sliders adding multiples of the attribute vectors (``ppl_models/runs/latent.py``) to the pinned code;
 - samples from the prior (N(0, I) drawn in the page; a learned prior's samples drawn here, as a pool);
-- the lattice: the prior's quantiles 0.05..0.95 on the plane (the seed's manifold for z = 2);
+- the lattice: the prior's quantiles 0.05..0.95 on the plane (for z = 2, the manifold figure of examples/vae.py);
 - a class selector for a label-conditioned decoder (M2's p(x | y, z); its sliders move the style z,
   the vectors taken from q(z | x, y) at the images' own labels).
 
@@ -214,7 +214,7 @@ def open_browser(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
 
 
-def screenshot(page_path, png, pin=0, second=None, sliders=(), width=None):
+def screenshot(page_path, png, pin=0, second=None, sliders=(), plane=0, width=None):
     """Open the page in headless Chromium, pin test image ``pin`` (and ``second``, the interpolation's
     other end), set ``sliders`` (name, value) on the first run, draw the lattice, put the pointer on
     the map, and save a full-page PNG (128 colours). Returns the console errors."""
@@ -237,6 +237,11 @@ def screenshot(page_path, png, pin=0, second=None, sliders=(), width=None):
             page.evaluate(f"window.explorer.pinTest({k}, {pin})")
             if second is not None:
                 page.evaluate(f"window.explorer.pinSecond({k}, {second})")
+        if plane:
+            select = page.locator('section[data-run="0"] select.plane')
+            if select.count() == 0 or plane >= select.locator("option").count():
+                raise Refused(f"--plane {plane}: the first run's map has no such plane")
+            select.select_option(str(plane))
         for name, value in sliders:
             slider = page.locator(f'section[data-run="0"] input[data-attribute="{name}"]')
             if slider.count() == 0:
@@ -263,6 +268,8 @@ def parse_args(argv=None):
                    help="validation images whose measured thickness and slant define the vectors")
     p.add_argument("--screenshot", default=None, metavar="PNG", help="also save a picture of the page (Chromium)")
     p.add_argument("--pin", type=int, default=0, help="the screenshot's pinned test image")
+    p.add_argument("--plane", type=int, default=0,
+                   help="the screenshot's plane: 0 the first two principal components, 1 thickness and slant")
     p.add_argument("--to", type=int, default=None, help="the screenshot's interpolation: to this test image")
     p.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="the screenshot's slider values")
     p.add_argument("--smoke", action="store_true", help="a hundred images, for the tests")
@@ -288,7 +295,8 @@ def main(args):
         f"{r['title']}, z = {r['z_dim']}, {len(r['planes'])} plane(s), sliders: "
         f"{', '.join(a['name'] for a in r['attributes']) or 'none'}" for r in runs))
     if args.screenshot:
-        errors = screenshot(path, args.screenshot, pin=args.pin, second=args.to, sliders=args.sliders)
+        errors = screenshot(path, args.screenshot, pin=args.pin, second=args.to, sliders=args.sliders,
+                            plane=args.plane)
         if errors:
             raise Refused(f"the page logged errors in Chromium: {errors[0]}")
         print(f"wrote {args.screenshot}")
