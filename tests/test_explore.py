@@ -57,7 +57,10 @@ def open_page(browser, path):
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(Path(path).resolve().as_uri())
-    page.wait_for_function("window.explorer && window.explorer.ready", timeout=60_000)
+    try:
+        page.wait_for_function("window.explorer && window.explorer.ready", timeout=30_000)
+    except Exception as e:
+        raise AssertionError(f"the page did not start: {errors or e}") from None
     return page, errors
 
 
@@ -150,3 +153,28 @@ def test_two_runs_side_by_side_share_their_picks_and_the_cli_takes_a_screenshot(
     assert page.evaluate("[window.explorer.pinnedTest(0), window.explorer.pinnedTest(1)]") == [5, 5]
     assert errors == []
     page.close()
+
+
+@browser_needed
+def test_a_celeba_run_gets_its_attribute_sliders_and_rgb_pixels(tmp_path, browser):
+    from test_images import celeba_fixture
+    celeba_fixture(tmp_path / "celeba", n=12)
+    folder = tmp_path / "faces"
+    run_in_process("vae", ["--dataset", f"celeba:{tmp_path / 'celeba'}", "--image-size", "8", "--smoke", "--batch-size",
+                           "2", "--hidden", "16", "--z-dim", "3", "--out", folder, "--no-progress"])
+    path, payload = explore.write_page([folder], tmp_path / "faces.html", celeba_attributes=["Attr_0", "Attr_3"],
+                                       smoke=True)
+    assert [a["name"] for a in payload[0]["attributes"]] == ["Attr_0", "Attr_3"]
+    assert payload[0]["shape"] == [3, 8, 8] and not payload[0]["invert"]
+    run = experiment.rebuild(folder)
+    page, errors = open_page(browser, path)
+    z = [0.3, -1.0, 2.0]
+    got = np.array(page.evaluate("(z) => window.explorer.decode(0, z)", z))
+    with torch.no_grad():
+        want = run.model.decode(torch.tensor([z]))[0].double().numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    assert page.locator('section[data-run="0"] input[data-attribute="Attr_3"]').count() == 1
+    assert errors == []
+    page.close()
+    with pytest.raises(Refused, match="--attributes: unknown"):
+        explore.write_page([folder], tmp_path / "no.html", celeba_attributes=["Blond"], smoke=True)

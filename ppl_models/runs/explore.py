@@ -16,7 +16,8 @@ from disk or served by ``python -m http.server``. In it:
   (its conditional there is N(foot of 0, I): a circle of radius sqrt(chi2_2(0.99)) = 3.03);
 - the image under the pointer, decoded live; a click pins a test image's code (in every run shown, when
   they share the test set), shift-click a second point for the interpolation between them;
-- sliders adding multiples of the attribute vectors (``ppl_models/runs/latent.py``) to the pinned code;
+- sliders adding multiples of the attribute vectors (``ppl_models/runs/latent.py``) to the pinned code:
+  thickness and slant on MNIST, the attribute file's on CelebA (``--attributes``);
 - samples from the prior (N(0, I) drawn in the page; a learned prior's samples drawn here, as a pool);
 - the lattice: the prior's quantiles 0.05..0.95 on the plane (for z = 2, the manifold figure of examples/vae.py);
 - a class selector for a label-conditioned decoder (M2's p(x | y, z); its sliders move the style z,
@@ -37,10 +38,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ppl_models.data.images import parse_dataset, read_celeba_lists
 from ppl_models.nets import ConvDecoder
 from ppl_models.runs import experiment
 from ppl_models.runs.experiment import Parser, Refused, positive_int
-from ppl_models.runs.latent import codes, measured_vector
+from ppl_models.runs.latent import codes, measured_vector, vector
 
 PAGE = Path(__file__).with_name("explore_page")
 CIRCLE_99 = math.sqrt(-2 * math.log(0.01))  # chi-square with 2 degrees of freedom, its 0.99 quantile
@@ -96,18 +98,20 @@ def decoder_ops(decoder):
     return ops
 
 
-def _orthonormal(u, v):
+def _plane(name, origin, u, v):
+    """The plane origin + a u + b v with u, v made orthonormal (Gram-Schmidt); None if they are parallel."""
+    u, v = u.double(), v.double()
     u = u / u.norm()
     v = v - (v @ u) * u
-    return u, v / v.norm()
+    if not (v.norm() > 1e-6 * u.norm()):
+        return None
+    return {"name": name, "origin": origin.double().tolist(), "u": u.tolist(), "v": (v / v.norm()).tolist()}
 
 
-def _plane(name, origin, u, v):
-    u, v = _orthonormal(u.double(), v.double())
-    return {"name": name, "origin": origin.double().tolist(), "u": u.tolist(), "v": v.tolist()}
+CELEBA_SLIDERS = ("Smiling", "Eyeglasses", "Blond_Hair", "Male")
 
 
-def run_payload(folder, n_codes=1000, n_measure=2000, n_prior=160, smoke=False):
+def run_payload(folder, n_codes=1000, n_measure=2000, n_prior=160, celeba_attributes=None, smoke=False):
     """Everything the page shows of one run, as JSON-ready values."""
     run = experiment.rebuild(folder, "cpu")
     if run.name not in EXAMPLES:
@@ -119,7 +123,8 @@ def run_payload(folder, n_codes=1000, n_measure=2000, n_prior=160, smoke=False):
     _, valid, test = run.load_data()
     if smoke:
         n_codes, n_measure = min(n_codes, 100), min(n_measure, 100)
-    x, y = test.x[:n_codes], test.y[:n_codes] if test.y is not None else None
+    x = test.x[:n_codes]
+    y = test.y[:n_codes] if test.y is not None and test.y.dim() == 1 else None  # digit labels (not CelebA's)
     conditional = run.name == "ssvae"
 
     def encode(images, labels):  # M2's codes: its style z, q(z | x, y) at the images' own labels
@@ -130,8 +135,8 @@ def run_payload(folder, n_codes=1000, n_measure=2000, n_prior=160, smoke=False):
     c = encode(x, y)
     z_dim = c.shape[1]
     digits = getattr(args, "dataset", "mnist") in ("mnist", "fashion-mnist")
-    kind = getattr(args, "prior", "standard")
-    standard = kind == "standard"
+    prior = getattr(args, "prior", "standard")
+    standard = prior == "standard"
     zero = torch.zeros(z_dim, dtype=torch.float64)
     if z_dim == 2:
         planes = [_plane("the latent plane (z1, z2)", zero, torch.tensor([1.0, 0]), torch.tensor([0, 1.0]))]
@@ -140,15 +145,31 @@ def run_payload(folder, n_codes=1000, n_measure=2000, n_prior=160, smoke=False):
         _, _, vt = torch.linalg.svd(centred, full_matrices=False)
         planes = [_plane("the codes' first two principal components", c.mean(0), vt[0], vt[1])]
     attributes = []
-    if getattr(args, "dataset", "mnist") == "mnist":
-        pool = valid.x[:n_measure]
+    dataset = getattr(args, "dataset", "mnist")
+    kind = parse_dataset(dataset)[0]
+    pool = valid.x[:n_measure]
+    if kind == "mnist":
         c_pool = encode(pool, valid.y[:n_measure] if valid.y is not None else None)
         for name in ("thickness", "slant"):
             v, quartiles, _ = measured_vector(c_pool, pool, name)
             attributes.append({"name": name, "vector": v.double().tolist(), "quartiles": quartiles})
-        if z_dim > 2:
-            vecs = [torch.tensor(a["vector"]) for a in attributes]
-            planes.append(_plane("the thickness and slant vectors", c.mean(0), *vecs))
+    elif kind == "celeba":  # the attribute file's: with the attribute against without, on validation images
+        names = read_celeba_lists(parse_dataset(dataset)[1])[2]
+        unknown = [n for n in celeba_attributes or () if n not in names]
+        if unknown:
+            raise Refused(f"--attributes: unknown {unknown}; CelebA has {', '.join(names)}")
+        c_pool = codes(guide.encode, pool)
+        for name in celeba_attributes or [n for n in CELEBA_SLIDERS if n in names]:
+            has = valid.y[:n_measure, names.index(name)] > 0.5
+            if has.any() and not has.all():
+                attributes.append({"name": name, "vector": vector(c_pool, has).double().tolist(),
+                                   "with": int(has.sum()), "without": int((~has).sum())})
+    if z_dim > 2 and len(attributes) >= 2:
+        vecs = [torch.tensor(a["vector"]) for a in attributes[:2]]
+        planes.append(_plane(f"the {attributes[0]['name']} and {attributes[1]['name']} vectors", c.mean(0), *vecs))
+    planes = [p for p in planes if p is not None]
+    if not planes:
+        raise Refused(f"{folder}: its test codes span no plane (they lie on a line); the map needs two directions")
     with torch.no_grad():
         prior_samples = None if standard else model.prior(c).sample((n_prior,))
     results = _results(folder)
@@ -165,10 +186,10 @@ def run_payload(folder, n_codes=1000, n_measure=2000, n_prior=160, smoke=False):
         "invert": digits, "classes": 10 if conditional else None, "decoder": decoder_ops(model.decoder),
         "codes": f32(c), "labels": u8(y.cpu().numpy()) if y is not None else None, "images": u8(pixels),
         "planes": planes, "attributes": attributes,
-        "prior": kind, "prior_samples": f32(prior_samples) if prior_samples is not None else None,
+        "prior": prior, "prior_samples": f32(prior_samples) if prior_samples is not None else None,
         "circle": CIRCLE_99 if standard else None,
         "lattice": _normal_quantiles() if standard else None,
-        "dataset": getattr(args, "dataset", "mnist"),
+        "dataset": dataset,
     }
 
 
@@ -195,7 +216,7 @@ def _shown_settings(run):
 def write_page(folders, out, **kwargs):
     runs = [run_payload(f, **kwargs) for f in folders]
     linked = len({(r["dataset"], len(r["images"])) for r in runs}) == 1
-    data = json.dumps({"runs": runs, "linked": linked}).replace("</", "<\\/")
+    data = json.dumps({"runs": runs, "linked": linked}, allow_nan=False).replace("</", "<\\/")
     title = "latent space: " + " | ".join(r["title"] for r in runs)
     html = (PAGE / "explore.html").read_text()
     html = html.replace("__TITLE__", title).replace("__SCRIPT__", (PAGE / "explore.js").read_text())
@@ -266,6 +287,9 @@ def parse_args(argv=None):
     p.add_argument("--codes", type=positive_int, default=1000, help="test images on the map (the first N)")
     p.add_argument("--measure-images", type=positive_int, default=2000,
                    help="validation images whose measured thickness and slant define the vectors")
+    p.add_argument("--attributes", nargs="+", default=None, metavar="NAME",
+                   help="CelebA: the attribute file's names for the sliders (default: "
+                        + ", ".join(CELEBA_SLIDERS) + ")")
     p.add_argument("--screenshot", default=None, metavar="PNG", help="also save a picture of the page (Chromium)")
     p.add_argument("--pin", type=int, default=0, help="the screenshot's pinned test image")
     p.add_argument("--plane", type=int, default=0,
@@ -289,7 +313,8 @@ def parse_args(argv=None):
 def main(args):
     out = args.out or Path(args.runs[0]) / "explore.html"
     torch.set_num_threads(1)
-    path, runs = write_page(args.runs, out, n_codes=args.codes, n_measure=args.measure_images, smoke=args.smoke)
+    path, runs = write_page(args.runs, out, n_codes=args.codes, n_measure=args.measure_images,
+                            celeba_attributes=args.attributes, smoke=args.smoke)
     size = path.stat().st_size / 2 ** 20
     print(f"wrote {path} ({size:.1f} MiB): " + "; ".join(
         f"{r['title']}, z = {r['z_dim']}, {len(r['planes'])} plane(s), sliders: "
