@@ -17,6 +17,7 @@ from guides.seqvae import GUIDES, make_guide
 from ppl_models.data import N_TRAIN, Batches
 from ppl_models.data.strokes import load_strokes, plot_strokes
 from ppl_models.inference.objectives import OBJECTIVES, make_objective
+from ppl_models.judge import fidelity
 from ppl_models.runs import experiment, plots
 from ppl_models.runs.experiment import positive_int
 from ppl_models.runs.plots import plt
@@ -75,7 +76,21 @@ def main(args):
     metrics.update(recon_rmse_pixels=rmse, sigma=model.log_sigma.exp().tolist())
     print(f"reconstruction RMSE {rmse:.2f} pixels")
     figures(model, guide, test, test_labels, run.out, args)
-    return experiment.finish(run, metrics, history, eval_epoch)
+    # samples from the prior, drawn onto the canvas, against the test digits' own positions drawn alike
+    n = metrics["eval_images"]
+    reference = as_images(test[:n, :, :2]).to(run.device), test_labels[:n]
+    judged, details = fidelity.judge(
+        run, lambda y: as_images(model.decode(model.prior(test).sample((len(y),)))).to(run.device),
+        conditional=False, reference=reference)
+    metrics.update(judged)
+    return experiment.finish(run, metrics, history, eval_epoch, samples_judged=details)
+
+
+def as_images(positions):
+    """``[n, T, 2]`` absolute pen positions drawn onto the 28x28 canvas as one stroke (the model has no
+    pen lifts): ``[n, 784]``."""
+    with torch.no_grad():
+        return fidelity.strokes_to_images(torch.cat([positions, torch.zeros_like(positions)], -1), absolute_coords=True)
 
 
 def draw_row(axes, seqs, flags=None):
@@ -89,7 +104,7 @@ def draw_row(axes, seqs, flags=None):
 
 def figures(model, guide, test, labels, out, args):
     torch.manual_seed(args.seed)
-    first = lambda d: int((labels == d).nonzero()[0, 0])  # noqa: E731
+    first = lambda d: int((labels == d).nonzero()[0, 0])
     with torch.no_grad():
         # reconstructions: 10 digits (top) and their reconstructions (bottom)
         idx = [first(d) for d in range(10)]

@@ -20,6 +20,7 @@ from pyro.infer import TraceEnum_ELBO, TraceGraph_ELBO
 from guides.ssvae import GUIDES, make_guide
 from ppl_models.data import N_TRAIN, labeled_indices, load_mnist
 from ppl_models.inference import distributed
+from ppl_models.judge import fidelity
 from ppl_models.runs import experiment, plots
 from ppl_models.runs.experiment import nonnegative_float, positive_int
 from ppl_models.runs.plots import plt
@@ -109,7 +110,11 @@ def run_one(args, data):
     metrics = experiment.score(run, model, guide, test.x)  # y summed out: log p(x) of M2
     metrics.update(test_error=test_error, valid_error=valid_error, test_images_classified=len(test.x))
     figures(model, guide, test, pred, run.out)
-    return experiment.finish(run, metrics, history, eval_epoch)
+    # p(x | y, z) as a generator: z ~ N(0, I) with the label asked for; fidelity and sample quality
+    judged, details = fidelity.judge(run, lambda y: model.decode(model.prior(test.x).sample((len(y),)), y),
+                                     conditional=True)
+    metrics.update(judged)
+    return experiment.finish(run, metrics, history, eval_epoch, samples_judged=details)
 
 
 def figures(model, guide, test, pred, out):

@@ -131,6 +131,13 @@ def test_ssvae_sample_guide_smoke(tmp_path):
     n = r["metrics"]["test_images_classified"]
     assert 0 <= r["metrics"]["test_error"] <= 1 and abs(r["metrics"]["test_error"] * n - round(r["metrics"]["test_error"] * n)) < 1e-4
     assert r["settings"]["guide"] == "sample" and r["metrics"]["test_log_px"] < 0
+    judged(tmp_path, conditional=True)  # p(x | y, z) as a generator of the digit asked for
+
+
+def test_seqvae_samples_are_drawn_and_judged(tmp_path):
+    out = run_example("seqvae", tmp_path, "--no-progress")
+    assert "reconstruction RMSE" in out and "drawn the same way" in out
+    judged(tmp_path, conditional=False)
 
 
 def test_vae_step_schedule():
