@@ -90,7 +90,11 @@ def folder_of(value):
     return value.replace(":", "")
 
 
-def registry(model):
+def registry(model, extra=()):
+    """The guides of the model the example trains: ``examples/ssvae.py --form adgm`` (or ``sdgm``) trains
+    the auxiliary DGM, whose guides are ``guides/adgm.py``'s."""
+    if model == "ssvae" and "--form" in extra and extra[list(extra).index("--form") + 1:][:1] != ["m2"]:
+        model = "adgm"
     return importlib.import_module(f"guides.{model}").GUIDES
 
 
@@ -242,10 +246,10 @@ def main(args):
                                  "per guide and refines codes image by image; run it as one process (or sweep "
                                  "the guides with examples/sweep.py)")
     if args.vary == "guide":
-        names = args.values or [g for g in registry(args.model) if g not in SKIPPED.get(args.model, {})]
-        unknown = [g for g in names if g not in registry(args.model)]
+        names = args.values or [g for g in registry(args.model, args.extra) if g not in SKIPPED.get(args.model, {})]
+        unknown = [g for g in names if g not in registry(args.model, args.extra)]
         if unknown:
-            raise experiment.Refused(f"--guides: unknown {unknown}; {args.model} has {sorted(registry(args.model))}")
+            raise experiment.Refused(f"--guides: unknown {unknown}; {args.model} has {sorted(registry(args.model, args.extra))}")
     else:
         if not args.values:
             raise experiment.Refused(f"--vary {args.vary} needs --values, e.g. "
@@ -277,7 +281,7 @@ def main(args):
     if args.model == "ssvae":
         x = None
         for row in rows:
-            if row["settings.guide"] in ("mlp", "sample"):
+            if row["settings.guide"] in ("mlp", "sample") and row.get("settings.form", "m2") == "m2":
                 if x is None:  # one unlabelled validation batch, the same for every guide
                     x = experiment.rebuild(Path(row["run"]), device).load_data()[1].x[:100]
                 t0 = time.time()

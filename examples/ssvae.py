@@ -1,8 +1,15 @@
-"""Semi-supervised MNIST with the M2 model (Kingma et al. 2014), the label enumerated.
+"""Semi-supervised MNIST with the M2 model (Kingma et al. 2014), the label enumerated, or with the
+auxiliary deep generative models of Maaløe et al. (2016).
 
     python examples/ssvae.py --labeled 5000              # N/10 labelled images per class
     python examples/ssvae.py --labeled 100 --seeds 3     # three label draws (one run folder each)
     python examples/ssvae.py --guide sample              # sample y instead of enumerating it
+    python examples/ssvae.py --form adgm --labeled 100   # the auxiliary DGM (or sdgm, the skip DGM)
+
+Forms (``--form``): ``m2`` (``ppl_models/ssvae.py``: one hidden layer of ``--hidden`` units in its decoder) and
+``adgm`` / ``sdgm`` (``ppl_models/adgm.py``: an auxiliary a of ``--a-dim``, two hidden layers of
+``--hidden`` units in every network, as in the paper); their guides are in ``guides/ssvae.py`` and
+``guides/adgm.py``.
 
 The first 50,000 training images are the pool: ``--labeled N`` of them (N/10 per class, drawn with
 the seed) keep their label, the rest are unlabelled; the last 10,000 are the validation set, used to
@@ -17,16 +24,19 @@ import statistics
 import torch
 from pyro.infer import TraceEnum_ELBO, TraceGraph_ELBO
 
-from guides.ssvae import GUIDES, make_guide
+import guides.adgm
+import guides.ssvae
 from ppl_models.data import N_TRAIN, labeled_indices, load_mnist
 from ppl_models.inference import distributed
 from ppl_models.judge import fidelity
 from ppl_models.runs import experiment, plots
 from ppl_models.runs.experiment import nonnegative_float, positive_int
 from ppl_models.runs.plots import plt
+from ppl_models.adgm import FORMS, AuxiliaryDGM
 from ppl_models.ssvae import SSVAE, M2Objective
 
 RUN_NAME = "{guide}-labeled{labeled}-z{z_dim}-alpha{alpha:g}"
+GUIDES = {"m2": guides.ssvae.GUIDES, "adgm": guides.adgm.GUIDES, "sdgm": guides.adgm.GUIDES}
 
 
 def parse_args(argv=None):
@@ -34,8 +44,10 @@ def parse_args(argv=None):
                           why="the label is summed out by TraceEnum_ELBO; the multi-particle bounds need "
                               "reparameterised latents only")
     p.add_argument("--labeled", type=positive_int, default=5000, help="labelled images, a multiple of 10 up to 50000")
-    p.add_argument("--guide", default="conv", choices=sorted(GUIDES))
+    p.add_argument("--form", default="m2", choices=list(GUIDES), help="M2, or the auxiliary (skip) DGM")
+    p.add_argument("--guide", default="conv", choices=sorted(set().union(*GUIDES.values())))
     p.add_argument("--z-dim", type=positive_int, default=50)
+    p.add_argument("--a-dim", type=positive_int, default=100, help="adgm, sdgm: the auxiliary variable's size")
     p.add_argument("--hidden", type=positive_int, default=500)
     p.add_argument("--alpha", type=nonnegative_float, default=50.0, help="weight of the classification term per image")
     p.add_argument("--optim", default="adam", choices=["adam", "rmsprop"])
@@ -43,6 +55,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.labeled % 10 or args.labeled > N_TRAIN:
         p.error(f"--labeled must be a positive multiple of 10 up to {N_TRAIN}, got {args.labeled}")
+    if args.guide not in GUIDES[args.form]:
+        p.error(f"--guide {args.guide}: --form {args.form} has the guides {', '.join(sorted(GUIDES[args.form]))}")
     return args
 
 
@@ -82,13 +96,16 @@ def load_data(args, device):
 
 
 def build(args, device):
-    """M2 and its guide from the run's settings (also what rebuilds a run from its folder)."""
+    """M2 (or ADGM, SDGM) and its guide from the run's settings (also what rebuilds a run from its folder)."""
+    if args.form in FORMS:
+        model = AuxiliaryDGM(args.z_dim, args.a_dim, (args.hidden, args.hidden), form=args.form).to(device)
+        return model, guides.adgm.make_guide(args.guide, model).to(device)
     model = SSVAE(args.z_dim, (args.hidden,)).to(device)
-    return model, make_guide(args.guide, model).to(device)
+    return model, guides.ssvae.make_guide(args.guide, model).to(device)
 
 
 def run_one(args, data):
-    run = experiment.start(args, "ssvae", RUN_NAME)
+    run = experiment.start(args, "ssvae", RUN_NAME if args.form == "m2" else "{form}-a{a_dim}-" + RUN_NAME)
     train, valid, test = data
     lab, unlab = labeled_indices(train.y[:N_TRAIN], args.labeled, seed=args.seed)
     lab, unlab = lab.to(run.device), unlab.to(run.device)
@@ -150,7 +167,7 @@ def main(args):
                            folder="seed{}")
     errors = [100 * r["metrics"]["test_error"] for r in runs]
     std = statistics.stdev(errors) if len(errors) > 1 else 0.0
-    print(f"{args.labeled} labels, guide {args.guide}: test error {statistics.mean(errors):.2f}% +- {std:.2f} "
+    print(f"{args.labeled} labels, {args.form}, guide {args.guide}: test error {statistics.mean(errors):.2f}% +- {std:.2f} "
           f"over {len(errors)} seed(s), {runs[0]['epochs']} epochs")
     return runs
 

@@ -6,6 +6,7 @@ The stories, one generative model each (the guides of each are in ``guides/<same
     vae2.py             the VAE with two stochastic layers of the IWAE paper (Burda et al. 2016)
     cvae.py             conditional VAE with a conditional prior (Sohn et al. 2015)
     ssvae.py            semi-supervised M2 (Kingma et al. 2014), the label enumerated
+    adgm.py             the auxiliary deep generative models ADGM and SDGM (Maaløe et al. 2016)
     vrnn.py             VRNN (Chung et al. 2015), VRNN-I, RNN, under pyro.markov
     seqvae.py           sequence VAE on pen strokes
     draw.py             DRAW (Gregor et al. 2015)
@@ -18,7 +19,8 @@ a folder named by its role:
     data/        MNIST and Fashion-MNIST, image folders and CelebA, pen strokes, Morpho-MNIST measures
     inference/   the SVI loop, the objectives (IWAE, Rényi, STL, DReG), importance sampling (ESS, k-hat),
                  refinement and gaps, data parallelism
-    runs/        flags, run folders, results.json, rebuilding a run, compare, plots, benchmarks
+    runs/        flags, run folders, results.json, rebuilding a run, compare, plots, benchmarks, the
+                 latent-space explorer page
     judge/       the project's digit classifier, label fidelity
 
 Stories and guides import torch, Pyro and the parts above only, never a role folder

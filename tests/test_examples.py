@@ -134,6 +134,15 @@ def test_ssvae_sample_guide_smoke(tmp_path):
     judged(tmp_path, conditional=True)  # p(x | y, z) as a generator of the digit asked for
 
 
+@pytest.mark.parametrize("form, guide", [("adgm", "mlp"), ("sdgm", "conv")])
+def test_the_auxiliary_dgms_train_score_and_judge(form, guide, tmp_path):
+    out = run_example("ssvae", tmp_path, "--no-progress", "--form", form, "--guide", guide, "--labeled", "100")
+    assert f"100 labels, {form}, guide {guide}: test error" in out
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["settings"]["form"] == form and r["settings"]["a_dim"] == 100 and r["metrics"]["test_log_px"] < 0
+    judged(tmp_path, conditional=True)
+
+
 def test_seqvae_samples_are_drawn_and_judged(tmp_path):
     out = run_example("seqvae", tmp_path, "--no-progress")
     assert "reconstruction RMSE" in out and "drawn the same way" in out
@@ -208,6 +217,7 @@ def test_cvae_hybrid_weight_at_an_end_is_rejected(tmp_path):
 
 
 @pytest.mark.parametrize("script, args, message", [
+    ("ssvae", ["--form", "adgm", "--guide", "sample"], "--guide sample: --form adgm has the guides conv, mlp"),
     ("ssvae", ["--objective", "iwae"], "--objective: iwae does not apply here (the label is summed out"),
     ("vrnn", ["--objective", "dreg"], "--objective: dreg does not apply here (its recurrent networks"),
     ("draw", ["--particles", "5"], "--particles: one particle only here"),

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+import guides.adgm
 import guides.cvae
 import guides.draw
 import guides.seqvae
 import guides.ssvae
 import guides.vae
 import guides.vrnn
+from ppl_models.adgm import AuxiliaryDGM
 from ppl_models.cvae import CVAE, missing_mask, observe
 from ppl_models.draw import DRAW
 from ppl_models.inference.evaluate import evaluate
@@ -36,6 +38,7 @@ def check(r, exact=False):
 
 
 SMALL_MODELS = {guides.vae: lambda: VAE(4, (16,)), guides.ssvae: lambda: SSVAE(3, (16,)),
+                guides.adgm: lambda: AuxiliaryDGM(3, 2, (16,)),
                 guides.cvae: lambda: CVAE(784, 4, (16,)), guides.draw: lambda: DRAW(3, 4, 16),
                 guides.vrnn: lambda: VRNN("bernoulli", "learned", 4, 16), guides.seqvae: lambda: SeqVAE(4, 16, 10)}
 
@@ -77,6 +80,18 @@ def test_ssvae_guides_evaluate_and_encode(name):
     x = images()
     check(evaluate(model, guide, x, num_samples=3))  # y summed out (or sampled)
     assert guide.encode(x, torch.arange(B) % 10).shape == (B, 3)
+    assert guide.classifier(x).shape == (B, 10)
+
+
+@pytest.mark.parametrize("form", ["adgm", "sdgm"])
+@pytest.mark.parametrize("name", sorted(guides.adgm.GUIDES))
+def test_adgm_guides_evaluate_and_encode(name, form):
+    model = AuxiliaryDGM(3, 2, (16,), form=form)
+    guide = guides.adgm.make_guide(name, model)
+    x = images()
+    check(evaluate(model, guide, x, num_samples=3))  # y summed out, a and z sampled
+    assert guide.encode(x, torch.arange(B) % 10).shape == (B, 3)
+    guide.eval()
     assert guide.classifier(x).shape == (B, 10)
 
 

@@ -63,7 +63,7 @@ def test_the_boundary_check_catches_a_story_that_imports_the_runner(tmp_path):
 
 def test_the_top_of_the_package_shows_the_stories_their_parts_and_the_role_folders():
     top = {p.stem for p in (ROOT / "ppl_models").glob("*.py")} - {"__init__"}
-    assert top == {"vae", "vae2", "cvae", "ssvae", "vrnn", "seqvae", "draw", "linear_gaussian", "nets", "anneal",
+    assert top == {"vae", "vae2", "cvae", "ssvae", "adgm", "vrnn", "seqvae", "draw", "linear_gaussian", "nets", "anneal",
                    "checks", "priors"}
     folders = {p.name for p in (ROOT / "ppl_models").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert folders == set(ROLES)

@@ -118,8 +118,9 @@ def run_payload(folder, n_codes=1000, n_measure=2000, n_prior=160, celeba_attrib
         raise Refused(f"{folder} is a run of examples/{run.name}.py; the explorer takes runs of "
                       + " and ".join(f"examples/{e}.py" for e in EXAMPLES))
     model, guide, args = run.model, run.guide, run.args
-    if not hasattr(model, "decode") or getattr(args, "layers", 1) != 1:
-        raise Refused(f"{folder}: the explorer decodes one stochastic layer; this run has {args.layers}")
+    if not hasattr(model, "decode") or getattr(args, "layers", 1) != 1 or getattr(model, "skip", False):
+        raise Refused(f"{folder}: the explorer decodes one stochastic layer (z, and y where there is one); "
+                      "the two-layer VAE and the SDGM draw x through a second latent")
     _, valid, test = run.load_data()
     if smoke:
         n_codes, n_measure = min(n_codes, 100), min(n_measure, 100)
