@@ -93,8 +93,11 @@ def folder_of(value):
 def registry(model, extra=()):
     """The guides of the model the example trains: ``examples/ssvae.py --form adgm`` (or ``sdgm``) trains
     the auxiliary DGM, whose guides are ``guides/adgm.py``'s."""
-    if model == "ssvae" and "--form" in extra and extra[list(extra).index("--form") + 1:][:1] != ["m2"]:
-        model = "adgm"
+    if model == "ssvae":
+        form = argparse.ArgumentParser(add_help=False)
+        form.add_argument("--form", default="m2")
+        if form.parse_known_args(list(extra))[0].form in ("adgm", "sdgm"):
+            model = "adgm"
     return importlib.import_module(f"guides.{model}").GUIDES
 
 
@@ -249,7 +252,8 @@ def main(args):
         names = args.values or [g for g in registry(args.model, args.extra) if g not in SKIPPED.get(args.model, {})]
         unknown = [g for g in names if g not in registry(args.model, args.extra)]
         if unknown:
-            raise experiment.Refused(f"--guides: unknown {unknown}; {args.model} has {sorted(registry(args.model, args.extra))}")
+            raise experiment.Refused(f"--guides: unknown {unknown}; {args.model} {' '.join(args.extra)} has "
+                                     f"{sorted(registry(args.model, args.extra))}")
     else:
         if not args.values:
             raise experiment.Refused(f"--vary {args.vary} needs --values, e.g. "

@@ -26,13 +26,13 @@ from pyro.infer import TraceEnum_ELBO, TraceGraph_ELBO
 
 import guides.adgm
 import guides.ssvae
+from ppl_models.adgm import FORMS, AuxiliaryDGM
 from ppl_models.data import N_TRAIN, labeled_indices, load_mnist
 from ppl_models.inference import distributed
 from ppl_models.judge import fidelity
 from ppl_models.runs import experiment, plots
 from ppl_models.runs.experiment import nonnegative_float, positive_int
 from ppl_models.runs.plots import plt
-from ppl_models.adgm import FORMS, AuxiliaryDGM
 from ppl_models.ssvae import SSVAE, M2Objective
 
 RUN_NAME = "{guide}-labeled{labeled}-z{z_dim}-alpha{alpha:g}"
@@ -47,7 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--form", default="m2", choices=list(GUIDES), help="M2, or the auxiliary (skip) DGM")
     p.add_argument("--guide", default="conv", choices=sorted(set().union(*GUIDES.values())))
     p.add_argument("--z-dim", type=positive_int, default=50)
-    p.add_argument("--a-dim", type=positive_int, default=100, help="adgm, sdgm: the auxiliary variable's size")
+    p.add_argument("--a-dim", type=positive_int, default=None,
+                   help="adgm, sdgm: the auxiliary variable's size (default 100)")
     p.add_argument("--hidden", type=positive_int, default=500)
     p.add_argument("--alpha", type=nonnegative_float, default=50.0, help="weight of the classification term per image")
     p.add_argument("--optim", default="adam", choices=["adam", "rmsprop"])
@@ -55,6 +56,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.labeled % 10 or args.labeled > N_TRAIN:
         p.error(f"--labeled must be a positive multiple of 10 up to {N_TRAIN}, got {args.labeled}")
+    if args.form == "m2" and args.a_dim is not None:
+        p.error("--a-dim is the auxiliary variable's size of --form adgm or sdgm; M2 has none")
+    if args.form != "m2" and args.a_dim is None:
+        args.a_dim = 100
     if args.guide not in GUIDES[args.form]:
         p.error(f"--guide {args.guide}: --form {args.form} has the guides {', '.join(sorted(GUIDES[args.form]))}")
     return args
@@ -127,9 +132,8 @@ def run_one(args, data):
     metrics = experiment.score(run, model, guide, test.x)  # y summed out: log p(x) of M2
     metrics.update(test_error=test_error, valid_error=valid_error, test_images_classified=len(test.x))
     figures(model, guide, test, pred, run.out)
-    # p(x | y, z) as a generator: z ~ N(0, I) with the label asked for; fidelity and sample quality
-    judged, details = fidelity.judge(run, lambda y: model.decode(model.prior(test.x).sample((len(y),)), y),
-                                     conditional=True)
+    # the story as a generator of the label asked for (z ~ N(0, I), the SDGM's a ~ p(a | y, z)): fidelity, quality
+    judged, details = fidelity.judge(run, lambda y: model.generate(y, test.x), conditional=True)
     metrics.update(judged)
     return experiment.finish(run, metrics, history, eval_epoch, samples_judged=details)
 

@@ -91,10 +91,16 @@ class AuxiliaryDGM(nn.Module):
         h = cat_label(z, y) if x is None else cat_label(concat(x, z), y)
         return diag_normal(self.p_a_net(h))
 
-    def decode(self, z, y):
-        """Mean image for styles ``z`` ``[..., z_dim]`` and labels ``y`` ``[...]`` (SDGM: at the mean of
-        p(a | y, z))."""
+    def decode(self, z, y, a=None):
+        """Mean image for styles ``z`` ``[..., z_dim]`` and labels ``y`` ``[...]``; the SDGM's at ``a``, by
+        default the mean of p(a | y, z)."""
         if self.skip:
-            a = self.p_a(y, z).mean
+            a = self.p_a(y, z).mean if a is None else a
             return torch.sigmoid(self.decoder(cat_label(concat(a, z), y)))
         return torch.sigmoid(self.decoder(cat_label(z, y)))
+
+    def generate(self, y, like):
+        """Mean images of samples of the story for the labels ``y`` ``[n]``: z ~ p(z) (and for the SDGM
+        a ~ p(a | y, z)), then the mean of p(x | ...)."""
+        z = self.prior(like).sample((len(y),))
+        return self.decode(z, y, self.p_a(y, z).sample() if self.skip else None)

@@ -53,6 +53,10 @@ class SSVAE(nn.Module):
         """Mean image for styles ``z`` ``[..., z_dim]`` and labels ``y`` ``[...]``."""
         return torch.sigmoid(self.decoder(cat_label(z, y)))
 
+    def generate(self, y, like):
+        """Mean images of samples of the story for the labels ``y`` ``[n]``: z ~ p(z), then the mean of p(x | y, z)."""
+        return self.decode(self.prior(like).sample((len(y),)), y)
+
 
 def cat_label(h, y):
     """Concatenate features ``h`` ``[..., d]`` with the one-hot label ``y`` ``[...]``, broadcasting the

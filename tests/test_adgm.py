@@ -139,3 +139,28 @@ def test_gradients_flow_for_every_guide(form, name, fake_images):
 def test_an_unknown_form_is_refused():
     with pytest.raises(ValueError, match="unknown form 'm3'"):
         AuxiliaryDGM(form="m3")
+
+
+@pytest.mark.parametrize("name", sorted(GUIDES))
+def test_the_guide_s_label_and_style_depend_on_the_auxiliary_variable(name, fake_images):
+    """q(y | a, x) and q(z | a, y, x) see a: the guide's mixture is not M2's factorised one."""
+    x = fake_images[0][:4]
+    guide = make_guide(name, small("adgm"))
+    guide.eval()
+    a0, a1 = torch.zeros(4, A), torch.full((4, A), 2.0)
+    y = torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        assert (guide.y_logits(x, a0) - guide.y_logits(x, a1)).abs().max() > 1e-4
+        assert (guide.z_params(x, a0, y) - guide.z_params(x, a1, y)).abs().max() > 1e-4
+
+
+def test_the_sdgm_generates_through_a_sample_of_a(fake_images):
+    model = small("sdgm")
+    y = torch.arange(10)
+    torch.manual_seed(0)
+    x = model.generate(y, fake_images[0])
+    torch.manual_seed(0)
+    z = model.prior(fake_images[0]).sample((10,))
+    a = model.p_a(y, z).sample()
+    torch.testing.assert_close(x, model.decode(z, y, a))
+    assert (x - model.decode(z, y)).abs().max() > 1e-6  # not the mean of p(a | y, z)

@@ -178,3 +178,32 @@ def test_a_celeba_run_gets_its_attribute_sliders_and_rgb_pixels(tmp_path, browse
     page.close()
     with pytest.raises(Refused, match="--attributes: unknown"):
         explore.write_page([folder], tmp_path / "no.html", celeba_attributes=["Blond"], smoke=True)
+
+
+@browser_needed
+def test_for_larger_z_the_map_is_a_plane_of_the_codes_and_the_marks_follow_it(runs, browser, tmp_path):
+    path, payload = explore.write_page([runs["conv"]], tmp_path / "page.html", smoke=True)
+    run = experiment.rebuild(runs["conv"])
+    planes = payload[0]["planes"]
+    assert payload[0]["z_dim"] == 3 and [p["name"] for p in planes] == [
+        "the codes' first two principal components", "the thickness and slant vectors"]
+    for p in planes:  # orthonormal directions
+        u, v = torch.tensor(p["u"], dtype=torch.float64), torch.tensor(p["v"], dtype=torch.float64)
+        assert abs(u.norm() - 1) < 1e-9 and abs(v.norm() - 1) < 1e-9 and abs(u @ v) < 1e-9
+    page, errors = open_page(browser, path)
+    c = run.guide.encode(run.load_data()[2].x[4:5]).detach().double()[0]
+    page.evaluate("window.explorer.pinTest(0, 4)")
+    for k, p in enumerate(planes):
+        page.evaluate(f"window.explorer.setPlane(0, {k})")
+        o, u, v = (torch.tensor(p[key], dtype=torch.float64) for key in ("origin", "u", "v"))
+        want = [float((c - o) @ u), float((c - o) @ v)]
+        np.testing.assert_allclose(page.evaluate("window.explorer.pinnedOnMap(0)"), want, atol=1e-5)
+    assert errors == []
+    page.close()
+
+
+def test_runs_whose_decoder_goes_through_a_second_latent_are_refused(tmp_path):
+    folder = tmp_path / "sdgm"
+    run_in_process("ssvae", ["--smoke", "--no-progress", "--form", "sdgm", "--labeled", "100", "--out", folder])
+    with pytest.raises(Refused, match="the two-layer VAE and the SDGM draw x through a second latent"):
+        explore.write_page([folder], tmp_path / "page.html", smoke=True)

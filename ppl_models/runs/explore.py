@@ -28,6 +28,7 @@ included) and ``examples/ssvae.py``.
 """
 import argparse
 import base64
+import html
 import json
 import math
 import os
@@ -101,9 +102,10 @@ def decoder_ops(decoder):
 def _plane(name, origin, u, v):
     """The plane origin + a u + b v with u, v made orthonormal (Gram-Schmidt); None if they are parallel."""
     u, v = u.double(), v.double()
+    length = v.norm()
     u = u / u.norm()
     v = v - (v @ u) * u
-    if not (v.norm() > 1e-6 * u.norm()):
+    if not (v.norm() > 1e-6 * length):
         return None
     return {"name": name, "origin": origin.double().tolist(), "u": u.tolist(), "v": (v / v.norm()).tolist()}
 
@@ -135,6 +137,8 @@ def run_payload(folder, n_codes=1000, n_measure=2000, n_prior=160, celeba_attrib
             return torch.cat([guide.encode(images[i:i + 1000], labels[i:i + 1000]) for i in range(0, len(images), 1000)])
     c = encode(x, y)
     z_dim = c.shape[1]
+    if z_dim < 2:
+        raise Refused(f"{folder}: z has {z_dim} dimension; the map is a plane and needs at least 2")
     digits = getattr(args, "dataset", "mnist") in ("mnist", "fashion-mnist")
     prior = getattr(args, "prior", "standard")
     standard = prior == "standard"
@@ -208,8 +212,8 @@ def _results(folder):
 
 
 def _shown_settings(run):
-    keys = ("guide", "decoder", "z_dim", "hidden", "activation", "prior", "objective", "particles", "beta", "labeled",
-            "seed")
+    keys = ("form", "guide", "decoder", "z_dim", "a_dim", "hidden", "activation", "prior", "objective", "particles",
+            "beta", "labeled", "seed")
     return {k: run.settings.get(k, getattr(run.args, k, None)) for k in keys
             if run.settings.get(k, getattr(run.args, k, None)) is not None}
 
@@ -217,14 +221,15 @@ def _shown_settings(run):
 def write_page(folders, out, **kwargs):
     runs = [run_payload(f, **kwargs) for f in folders]
     linked = len({(r["dataset"], len(r["images"])) for r in runs}) == 1
-    data = json.dumps({"runs": runs, "linked": linked}, allow_nan=False).replace("</", "<\\/")
-    title = "latent space: " + " | ".join(r["title"] for r in runs)
-    html = (PAGE / "explore.html").read_text()
-    html = html.replace("__TITLE__", title).replace("__SCRIPT__", (PAGE / "explore.js").read_text())
-    html = html.replace("__DATA__", data)
+    # "<" as its JSON escape: no text in the data can close or open a tag inside the script element
+    data = json.dumps({"runs": runs, "linked": linked}, allow_nan=False).replace("<", "\\u003c")
+    title = html.escape("latent space: " + " | ".join(r["title"] for r in runs))
+    page = (PAGE / "explore.html").read_text()
+    page = page.replace("__TITLE__", title).replace("__SCRIPT__", (PAGE / "explore.js").read_text())
+    page = page.replace("__DATA__", data)
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(html)
+    tmp.write_text(page)
     os.replace(tmp, out)
     return out, runs
 
@@ -253,17 +258,21 @@ def screenshot(page_path, png, pin=0, second=None, sliders=(), plane=0, width=No
         page.goto(Path(page_path).resolve().as_uri())
         page.wait_for_function("window.explorer && window.explorer.ready")
         n = page.evaluate("window.explorer.runs.length")
+        shown = min(page.evaluate("window.explorer.runs.map(r => atob(r.codes).length / 4 / r.z_dim)"))
+        for i in (pin, second):
+            if i is not None and not 0 <= i < shown:
+                raise Refused(f"--pin and --to take a test image on the map, 0 to {shown - 1}; got {i}")
         if n > 1 and not width:
             page.set_viewport_size({"width": 880 * n + 40, "height": 1000})
-        for k in range(n):
-            page.evaluate(f"window.explorer.pinTest({k}, {pin})")
-            if second is not None:
-                page.evaluate(f"window.explorer.pinSecond({k}, {second})")
         if plane:
             select = page.locator('section[data-run="0"] select.plane')
             if select.count() == 0 or plane >= select.locator("option").count():
                 raise Refused(f"--plane {plane}: the first run's map has no such plane")
             select.select_option(str(plane))
+        for k in range(n):
+            page.evaluate(f"window.explorer.pinTest({k}, {pin})")
+            if second is not None:
+                page.evaluate(f"window.explorer.pinSecond({k}, {second})")
         for name, value in sliders:
             slider = page.locator(f'section[data-run="0"] input[data-attribute="{name}"]')
             if slider.count() == 0:
@@ -301,9 +310,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if len(args.runs) > 2:
         p.error(f"one run folder or two, got {len(args.runs)}")
-    for i in (args.pin, args.to):
-        if i is not None and not 0 <= i < args.codes:
-            p.error(f"--pin and --to take a test image on the map, 0 to {args.codes - 1}; got {i}")
+    if args.plane < 0:
+        p.error(f"--plane takes 0 (principal components) or 1 (attribute vectors), got {args.plane}")
     try:
         args.sliders = [(s.split("=")[0], float(s.split("=")[1])) for s in args.set]
     except (IndexError, ValueError):

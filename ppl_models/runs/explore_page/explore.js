@@ -231,10 +231,19 @@ class Panel {
     return origin.map((o, i) => o + a * u[i] + b * v[i]);
   }
 
+  planeXY(z) {  // a code's coordinates on the plane: ((z - o) . u, (z - o) . v)
+    const { origin, u, v } = this.plane;
+    let a = 0, b = 0;
+    for (let j = 0; j < z.length; j++) { a += (z[j] - origin[j]) * u[j]; b += (z[j] - origin[j]) * v[j]; }
+    return [a, b];
+  }
+
   project() {
     const { origin, u, v } = this.plane, d = this.run.z_dim;
     this.xy = new Float64Array(2 * this.n);
-    let extent = this.run.circle ? this.run.circle * 1.15 : 0;
+    // the foot of the prior's mean (0) on the plane, where its conditional on the plane is centred
+    this.centre = [-origin.reduce((s, o, j) => s + o * u[j], 0), -origin.reduce((s, o, j) => s + o * v[j], 0)];
+    const extent = this.run.circle ? 1.1 * (this.run.circle + Math.max(...this.centre.map(Math.abs))) : 0;
     const radii = [];
     for (let i = 0; i < this.n; i++) {
       let a = 0, b = 0;
@@ -247,8 +256,6 @@ class Panel {
     }
     radii.sort((p, q) => p - q);
     this.extent = Math.max(extent, 1.1 * radii[Math.floor(0.99 * (radii.length - 1))]);
-    // the foot of the prior's mean (0) on the plane, where its conditional on the plane is centred
-    this.centre = [-origin.reduce((s, o, j) => s + o * u[j], 0), -origin.reduce((s, o, j) => s + o * v[j], 0)];
   }
 
   toPixel(a, b) {
@@ -276,7 +283,7 @@ class Panel {
     }
     for (const [mark, colour] of [[this.pinned, "#000"], [this.second, "#c00"]]) {
       if (!mark) continue;
-      const [x, y] = this.toPixel(...mark.xy);
+      const [x, y] = this.toPixel(...this.planeXY(mark.z));  // on the plane shown now
       ctx.strokeStyle = colour; ctx.lineWidth = 2; ctx.strokeRect(x - 5, y - 5, 10, 10); ctx.lineWidth = 1;
     }
     ctx.fillStyle = "#000"; ctx.font = "11px sans-serif";
@@ -308,13 +315,13 @@ class Panel {
 
   onClick(e) {
     const [a, b] = this.eventPlane(e), i = this.nearestTest(a, b);
-    const mark = i >= 0 ? this.testMark(i) : { z: this.toCode(a, b), test: null, xy: [a, b] };
+    const mark = i >= 0 ? this.testMark(i) : { z: this.toCode(a, b), test: null };
     if (e.shiftKey) { this.second = mark; this.refresh(); } else if (i >= 0) this.app.pinTest(i); else this.pin(mark);
   }
 
   testMark(i) {
     const d = this.run.z_dim;
-    return { z: Array.from(this.codes.subarray(i * d, (i + 1) * d)), test: i, xy: [this.xy[2 * i], this.xy[2 * i + 1]] };
+    return { z: Array.from(this.codes.subarray(i * d, (i + 1) * d)), test: i };
   }
 
   pinTest(i) {
@@ -410,6 +417,8 @@ function start() {
     pick: (k, i) => { app.current = app.panels[k]; app.pinTest(i); },  // as a click on a test code does
     pinnedTest: (k) => app.panels[k].pinned.test,
     pinSecond: (k, i) => { const p = app.panels[k]; p.second = p.testMark(i); p.refresh(); },
+    pinnedOnMap: (k) => app.panels[k].planeXY(app.panels[k].pinned.z),  // the pinned mark's plane coordinates
+    setPlane: (k, i) => { const p = app.panels[k]; p.plane = p.run.planes[i]; p.project(); p.drawMap(); },
     pinnedPixels: (k) => Array.from(app.panels[k].pinnedPixels),
     pinnedCode: (k) => app.panels[k].pinnedCode(),
     hoverCode: (k) => app.panels[k].hoverCode || null,
