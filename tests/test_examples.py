@@ -16,6 +16,7 @@ SMOKE = {  # script -> extra arguments for its smoke run (each run also gets --s
     "vae": [],
     "ae_vs_vae": ["--no-progress"],
     "benchmark_vae": [],
+    "benchmark_fixed_cost": [],
     "render_models": [],
     "ssvae": ["--no-progress"],
     "benchmark_ssvae": [],

@@ -1,0 +1,198 @@
+"""Benchmark: what a Pyro training step costs beyond its arithmetic, for every model, at the examples'
+default sizes and at a small size that stands for the GPU regime on a CPU (there a step's
+arithmetic takes well under a millisecond, and what the step costs in Python is most of its time).
+
+    python examples/benchmark_fixed_cost.py --threads 1               # every model, both sizes
+    python examples/benchmark_fixed_cost.py --models vae vrnn --sizes small
+    python examples/benchmark_fixed_cost.py --device cuda              # on a GPU, the real regime
+
+For each model and size: the Pyro step (the loss the example trains with, argument validation off,
+then Adam) against a hand-written PyTorch step of the very same networks and estimator (the same
+reparameterised samples, the same sums), the two timed interleaved in one run (the median of
+``--repeats`` blocks; ``ppl_models/runs/benchmark.py``). Printed and written to ``--out``: ms per step
+for each, the ratio, and the overhead (Pyro minus hand-written, ms per step). The hand-written losses
+of the VAE, M2, the VRNN and DRAW are those of their own benchmarks (``examples/benchmark_*.py``); the
+CVAE's and the sequence VAE's are here. Data: MNIST images (binarised) and rows; random pen
+positions of the strokes' shape for the sequence VAE (the time of a step does not depend on values).
+"""
+import argparse
+import json
+from pathlib import Path
+
+import pyro
+import torch
+from pyro.infer import Trace_ELBO
+from torch.nn.functional import binary_cross_entropy_with_logits, softplus
+
+import guides.cvae
+import guides.draw
+import guides.seqvae
+import guides.ssvae
+import guides.vae
+import guides.vrnn
+from ppl_models.cvae import CVAE, missing_mask, observe
+from ppl_models.data import load_mnist
+from ppl_models.draw import DRAW
+from ppl_models.inference.train import resolve_device
+from ppl_models.runs.benchmark import LOG_2PI, joint_optimizer, time_interleaved
+from ppl_models.runs.experiment import device_name, load_example
+from ppl_models.seqvae import CENTRE, SeqVAE
+from ppl_models.ssvae import SSVAE, M2Objective
+from ppl_models.vae import VAE
+from ppl_models.vrnn import VRNN
+
+MODELS = ("vae", "m2", "cvae", "vrnn", "seqvae", "draw")
+SIZES = {  # the examples' defaults, and a small size of the same shapes
+    "vae": {"default": {"hidden": (500, 500), "z": 50}, "small": {"hidden": (64,), "z": 8}},
+    "m2": {"default": {"hidden": 500, "z": 50}, "small": {"hidden": 64, "z": 8}},
+    "cvae": {"default": {"hidden": (500, 500), "z": 200}, "small": {"hidden": (64, 64), "z": 8}},
+    "vrnn": {"default": {"hidden": 128, "z": 16}, "small": {"hidden": 16, "z": 4}},
+    "seqvae": {"default": {"hidden": 512, "z": 64}, "small": {"hidden": 16, "z": 4}},
+    "draw": {"default": {"hidden": 256, "z": 100, "glimpses": 64}, "small": {"hidden": 16, "z": 4, "glimpses": 8}},
+}
+
+
+def gaussian_terms(loc, scale, eps):
+    """A reparameterised sample z = loc + scale * eps, log N(z; 0, I) and log N(z; loc, scale), summed."""
+    z = loc + scale * eps
+    return z, -0.5 * (z ** 2 + LOG_2PI).sum(-1), (-0.5 * (eps ** 2 + LOG_2PI) - scale.log()).sum(-1)
+
+
+def hand_cvae_loss(model, guide, x, y, missing):
+    """-ELBO of the CVAE with the recognition guide: log p(y_missing | x, z) + log p(z | x) - log q(z | x, y)."""
+    loc, scale = guide.net(torch.cat([x, y], -1)).chunk(2, -1)
+    scale = softplus(scale) + 1e-4
+    eps = torch.randn_like(loc)
+    z = loc + scale * eps
+    x_filled = model.fill(x, missing)
+    p_loc, p_scale = model.prior_net(x_filled).chunk(2, -1)
+    p_scale = softplus(p_scale) + 1e-4
+    log_pz = (-0.5 * (((z - p_loc) / p_scale) ** 2 + LOG_2PI) - p_scale.log()).sum(-1)
+    log_qz = (-0.5 * (eps ** 2 + LOG_2PI) - scale.log()).sum(-1)
+    logits = model.generation_net(torch.cat([x_filled, z], -1))
+    log_py = -(binary_cross_entropy_with_logits(logits, y, reduction="none") * missing).sum(-1)
+    return -(log_py + log_pz - log_qz).sum()
+
+
+def hand_seqvae_loss(model, guide, x):
+    """-ELBO of the sequence VAE with the LSTM guide: log N(X; decode(z), sigma) + log p(z) - log q(z | X)."""
+    loc, scale = guide.params(x)
+    z, log_pz, log_qz = gaussian_terms(loc, scale, torch.randn_like(loc))
+    sigma = model.log_sigma.exp()
+    log_px = (-0.5 * (((x - model.decode(z)) / sigma) ** 2 + LOG_2PI) - model.log_sigma).sum((-1, -2))
+    return -(log_px + log_pz - log_qz).sum()
+
+
+def setups(name, size, device, batch):
+    """``(pyro_loss_and_grads, hand_loss, optimizer, batches)`` for one model at one size."""
+    s = SIZES[name][size]
+    train, _, _ = load_mnist("mnist", device, "dynamic")
+    images = [torch.bernoulli(train.x[i * batch:(i + 1) * batch]) for i in range(8)]
+    elbo = Trace_ELBO()
+    if name == "vae":
+        model = VAE(s["z"], s["hidden"]).to(device)
+        guide = guides.vae.make_guide("diag", model).to(device)
+        hand, batches = load_example("benchmark_vae").torch_elbo_loss, [(x,) for x in images]
+    elif name == "m2":
+        model = SSVAE(s["z"], (s["hidden"],)).to(device)
+        guide = guides.ssvae.make_guide("mlp", model).to(device)
+        m2 = load_example("benchmark_ssvae")
+        elbo = M2Objective(guide.classifier, 50.0)
+        labels = [train.y[i * batch:(i + 1) * batch] for i in range(8)]
+        batches = [(x,) for x in images[:4]] + [(x, y) for x, y in zip(images[4:], labels[4:])]
+        hand = lambda model, guide, x, y=None: m2.hand_m2_loss(model, guide, x, y, alpha=50.0)  # noqa: E731
+    elif name == "cvae":
+        model = CVAE(784, s["z"], s["hidden"]).to(device)
+        guide = guides.cvae.make_guide("recognition", model).to(device)
+        miss = missing_mask(1).to(device).expand(batch, 784)
+        batches = [(observe(x, miss), x, miss) for x in images]
+        hand = hand_cvae_loss
+    elif name == "vrnn":
+        model = VRNN("bernoulli", "learned", s["z"], s["hidden"]).to(device)
+        guide = guides.vrnn.make_guide("filtering", model).to(device)
+        hand, batches = load_example("benchmark_vrnn").hand_vrnn_loss, [(x.reshape(-1, 28, 28),) for x in images]
+    elif name == "seqvae":
+        model = SeqVAE(s["z"], s["hidden"], 60).to(device)
+        guide = guides.seqvae.make_guide("lstm", model).to(device)
+        g = torch.Generator(device=device).manual_seed(0)
+        batches = [(CENTRE + 5 * torch.randn(batch, 60, 2, generator=g, device=device),) for _ in range(8)]
+        hand = hand_seqvae_loss
+    else:
+        model = DRAW(s["glimpses"], s["z"], s["hidden"]).to(device)
+        guide = guides.draw.make_guide("draw", model).to(device)
+        hand, batches = load_example("benchmark_draw").hand_draw_loss, [(x,) for x in images]
+    return (lambda *b: elbo.loss_and_grads(model.model, guide.guide, *b), lambda *b: hand(model, guide, *b),
+            joint_optimizer(model, guide), batches, (model, guide, elbo))
+
+
+def steps_of(pyro_loss, hand_loss, optimizer):
+    def pyro_step(*batch):
+        with pyro.validation_enabled(False):
+            pyro_loss(*batch)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def hand_step(*batch):
+        hand_loss(*batch).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return {"pyro": pyro_step, "torch": hand_step}
+
+
+def parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--sizes", nargs="+", default=["small", "default"], choices=["small", "default"])
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--repeats", type=int, default=7, help="interleaved blocks per step function")
+    p.add_argument("--seconds", type=float, default=1.0, help="about this long per block (sets its steps)")
+    p.add_argument("--device", type=device_name, default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default="results/benchmark_fixed_cost")
+    p.add_argument("--smoke", action="store_true")
+    return p
+
+
+def main(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.smoke:
+        args.repeats, args.seconds, args.sizes = 1, 0.01, ["small"]
+    device = resolve_device(args.device)
+    rows = []
+    print(f"Pyro step against a hand-written step of the same networks, batch {args.batch_size}, {device}, "
+          f"{torch.get_num_threads()} thread(s), median of {args.repeats} interleaved blocks")
+    print(f"{'model':8s} {'size':8s} {'Pyro ms':>9s} {'hand ms':>9s} {'ratio':>7s} {'overhead ms':>12s}")
+    for name in args.models:
+        for size in args.sizes:
+            pyro.clear_param_store()
+            pyro.set_rng_seed(0)
+            pyro_loss, hand_loss, opt, batches, (model, guide, elbo) = setups(name, size, device, args.batch_size)
+            with torch.no_grad(), pyro.validation_enabled(False):  # the two compute the same loss (5 draws)
+                same = [sum(f().__float__() for _ in range(5)) / 5 for f in (
+                    lambda: elbo.loss(model.model, guide.guide, *batches[0]), lambda: hand_loss(*batches[0]))]
+            steps = steps_of(pyro_loss, hand_loss, opt)
+            # one step of each sets the block length: about --seconds per block
+            t = time_interleaved(steps, batches[:1], 1, device)
+            per = max(v["median"] for v in t.values())
+            n = max(1, min(len(batches), round(args.seconds / max(per, 1e-6))))
+            blocks = [batches[i % len(batches)] for i in range(n)]
+            timed = time_interleaved(steps, blocks, args.repeats, device)
+            a, b = 1e3 * timed["pyro"]["median"], 1e3 * timed["torch"]["median"]
+            row = {"model": name, "size": size, **{k: list(v) if isinstance(v, tuple) else v
+                                                    for k, v in SIZES[name][size].items()},
+                   "ms_pyro": a, "ms_hand": b, "ratio": a / b, "overhead_ms": a - b, "steps_per_block": n,
+                   "loss_pyro": same[0], "loss_hand": same[1]}
+            rows.append(row)
+            print(f"{name:8s} {size:8s} {a:9.2f} {b:9.2f} {a / b:7.3f} {a - b:12.2f}   "
+                  f"(loss of one batch, mean of 5 draws: Pyro {same[0]:.1f}, hand-written {same[1]:.1f})")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmark.json").write_text(json.dumps({"device": str(device), "threads": torch.get_num_threads(),
+                                                    "batch_size": args.batch_size, "rows": rows}, indent=1))
+    print(f"wrote {out / 'benchmark.json'}")
+    return rows
+
+
+if __name__ == "__main__":
+    main(parser().parse_args())
