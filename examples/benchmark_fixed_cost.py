@@ -100,7 +100,7 @@ def setups(name, size, device, batch):
         elbo = M2Objective(guide.classifier, 50.0)
         labels = [train.y[i * batch:(i + 1) * batch] for i in range(8)]
         batches = [(x,) for x in images[:4]] + [(x, y) for x, y in zip(images[4:], labels[4:])]
-        hand = lambda model, guide, x, y=None: m2.hand_m2_loss(model, guide, x, y, alpha=50.0)  # noqa: E731
+        hand = lambda model, guide, x, y=None: m2.hand_m2_loss(model, guide, x, y, alpha=50.0)
     elif name == "cvae":
         model = CVAE(784, s["z"], s["hidden"]).to(device)
         guide = guides.cvae.make_guide("recognition", model).to(device)
@@ -169,8 +169,8 @@ def main(args):
             pyro.set_rng_seed(0)
             pyro_loss, hand_loss, opt, batches, (model, guide, elbo) = setups(name, size, device, args.batch_size)
             with torch.no_grad(), pyro.validation_enabled(False):  # the two compute the same loss (5 draws)
-                same = [sum(f().__float__() for _ in range(5)) / 5 for f in (
-                    lambda: elbo.loss(model.model, guide.guide, *batches[0]), lambda: hand_loss(*batches[0]))]
+                same = [sum(float(elbo.loss(model.model, guide.guide, *batches[0])) for _ in range(5)) / 5,
+                        sum(float(hand_loss(*batches[0])) for _ in range(5)) / 5]
             steps = steps_of(pyro_loss, hand_loss, opt)
             # one step of each sets the block length: about --seconds per block
             t = time_interleaved(steps, batches[:1], 1, device)
