@@ -12,11 +12,16 @@ log-likelihood log p(y | x) in nats: the NN's (exact), the CVAE's by importance 
 q(z | x, y) as proposal (S = ``--eval-samples``), and the CVAE's ELBO (estimated with the same S
 particles; Pyro's CVAE tutorial reports it with 10).
 
-Protocol (``--targets grey``, Pyro's): grey pixel values as Bernoulli targets (the "likelihood" is
+Targets (``--targets grey``, Pyro's): grey pixel values as Bernoulli targets (the "likelihood" is
 then minus the binary cross-entropy), inputs grey, missing pixels -1. ``--targets binary``: each
-training batch binarised afresh, validation and test binarised once with a fixed seed. Training uses
-the first 50,000 training images, picks the epoch on the last 10,000 (early stopping with
-``--patience``), and touches the test set once at the end.
+training batch binarised afresh, validation and test binarised once with a fixed seed.
+
+Protocols: ``--protocol ours`` (the default) trains on the first 50,000 training images, picks the
+epoch on the last 10,000 (early stopping with ``--patience``), and touches the test set once at the
+end. ``--protocol pyro`` is the protocol of Pyro's CVAE example but for its stopping rule: all 60,000
+training images, no validation, a fixed number of epochs (``--baseline-epochs`` and ``--epochs``,
+chosen from the validation curves of an ``ours`` run, where Pyro's example stops early on the test
+set), then the test set once.
 """
 
 import torch
@@ -26,6 +31,7 @@ from torch.nn.functional import one_hot
 from guides.cvae import GUIDES, GSNNGuide, make_guide
 from ppl_models.cvae import CVAE, Baseline, Hybrid, missing_mask, observe
 from ppl_models.data import Batches, load_mnist
+from ppl_models.data.mnist import Split
 from ppl_models.inference.evaluate import evaluate
 from ppl_models.inference.objectives import OBJECTIVES, make_objective
 from ppl_models.judge import fidelity
@@ -35,6 +41,7 @@ from ppl_models.runs.experiment import positive_int, ranged
 hybrid_weight = ranged(float, lambda v: 0 < v < 1,
                        "strictly between 0 and 1 (for 1 use --objective elbo, for 0 --guide gsnn)")
 RUN_NAMES = {"quadrants": "q{quadrants}-{targets}-{guide}-z{z_dim}", "label": "label-{targets}-{guide}-z{z_dim}"}
+PROTOCOLS = ("ours", "pyro")
 
 
 def parse_args(argv=None):
@@ -51,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--hidden", type=positive_int, default=500)
     p.add_argument("--baseline-epochs", type=positive_int, default=50, help="baseline epochs at most (early stopping)")
     p.add_argument("--patience", type=positive_int, default=3, help="stop after this many epochs without improvement")
+    p.add_argument("--protocol", default="ours", choices=PROTOCOLS,
+                   help="ours: 50,000 images, early stopping on 10,000; pyro: all 60,000, fixed epochs")
     args = p.parse_args(argv)
     if args.objective == "hybrid" and args.guide != "recognition":
         p.error("--objective hybrid mixes the recognition guide's ELBO with the GSNN's: use --guide recognition")
@@ -93,15 +102,18 @@ def build(args, device, baseline=None):
 def train_baseline(run, data, missing):
     args, (train, valid, _) = run.args, data
     baseline = Baseline(784, (args.hidden, args.hidden)).to(run.device)
-    vx, vy, vm = make_inputs(valid.x, valid.y, missing, "quadrants")
+    validate = best = None
+    if valid is not None:
+        vx, vy, vm = make_inputs(valid.x, valid.y, missing, "quadrants")
 
-    def validate():  # exact: the baseline has no latent
-        return {"valid_nll": evaluate(baseline, baseline, vx, vy, vm, num_samples=1, batch_size=500,
-                                      khat=False)["nll"]}
+        def validate():  # exact: the baseline has no latent
+            return {"valid_nll": evaluate(baseline, baseline, vx, vy, vm, num_samples=1, batch_size=500,
+                                          khat=False)["nll"]}
+        best = ("valid_nll", "min")
 
     out = run.out / "baseline"
     experiment.train(run, baseline, baseline, Trace_ELBO(), batches(args, train, missing, "quadrants"), out=out,
-                     epochs=args.baseline_epochs, validate=validate, best=("valid_nll", "min"), patience=args.patience)
+                     epochs=args.baseline_epochs, validate=validate, best=best, patience=args.patience)
     experiment.load_best(run, baseline, baseline, out=out)
     return baseline
 
@@ -113,11 +125,15 @@ def train_cvae(run, data, missing, baseline):
         loss = Hybrid(args.hybrid, GSNNGuide(cvae).guide, make_objective("elbo", args.particles))
     else:
         loss = make_objective(args.objective, args.particles, args.renyi_alpha)
-    vx, vy, vm = make_inputs(valid.x, valid.y, missing, args.condition)
-    # one-particle -ELBO of the guide being trained (for gsnn: of the prior)
-    validate = experiment.validation(cvae, guide, vx, vy, vm, key="valid_neg_elbo", batch_size=500, particles="plate")
+    validate = best = None
+    if valid is not None:
+        vx, vy, vm = make_inputs(valid.x, valid.y, missing, args.condition)
+        # one-particle -ELBO of the guide being trained (for gsnn: of the prior)
+        validate = experiment.validation(cvae, guide, vx, vy, vm, key="valid_neg_elbo", batch_size=500,
+                                         particles="plate")
+        best = ("valid_neg_elbo", "min")
     history = experiment.train(run, cvae, guide, loss, batches(args, train, missing, args.condition),
-                               validate=validate, best=("valid_neg_elbo", "min"), patience=args.patience)
+                               validate=validate, best=best, patience=args.patience)
     return cvae, guide, history, experiment.load_best(run, cvae, guide)
 
 
@@ -141,7 +157,8 @@ def label_figure(cvae, path, n_samples=10):
 
 
 def run_setting(args, data):
-    run = experiment.start(args, "cvae", RUN_NAMES[args.condition], free=("baseline_epochs",),
+    template = RUN_NAMES[args.condition] + ("-pyro" if args.protocol == "pyro" else "")
+    run = experiment.start(args, "cvae", template, free=("baseline_epochs",),
                            serial_only="it trains the baseline network and then the CVAE, one after another")
     label = args.condition == "label"
     missing = None if label else missing_mask(args.quadrants).to(run.device)
@@ -166,6 +183,9 @@ def main(args):
     if args.smoke:
         args.baseline_epochs = 1
     data = experiment.smoke_subsets(args, *load_data(args, experiment.device_of(args)))
+    if args.protocol == "pyro":  # all the training images, no validation split
+        train, valid, test = data
+        data = (Split(torch.cat([train.x, valid.x]), torch.cat([train.y, valid.y])), None, test)
     settings = args.quadrants if args.condition == "quadrants" else [None]
     runs = experiment.each(args, "quadrants", settings, lambda one: run_setting(one, data), folder="q{}")
     print(f"\ntest log p(y | x), nats per image ({args.targets} targets, guide {args.guide}):")

@@ -144,6 +144,15 @@ def test_the_auxiliary_dgms_train_score_and_judge(form, guide, tmp_path):
     judged(tmp_path, conditional=True)
 
 
+def test_the_cvae_under_pyro_s_protocol_trains_on_every_training_image_without_validation(tmp_path):
+    run_example("cvae", tmp_path, "--no-progress", "--quadrants", "1", "--protocol", "pyro")
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "valid_neg_elbo" not in header and "loss" in header
+    assert "valid_nll" not in (tmp_path / "baseline" / "metrics.csv").read_text()
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["settings"]["protocol"] == "pyro" and r["epochs"] == 1 and r["metrics"]["test_log_px"] < 0
+
+
 def test_seqvae_samples_are_drawn_and_judged(tmp_path):
     out = run_example("seqvae", tmp_path, "--no-progress")
     assert "reconstruction RMSE" in out and "drawn the same way" in out
