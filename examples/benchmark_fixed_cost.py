@@ -17,11 +17,13 @@ positions of the strokes' shape for the sequence VAE (the time of a step does no
 """
 import argparse
 import json
+import warnings
+from functools import partial
 from pathlib import Path
 
 import pyro
 import torch
-from pyro.infer import Trace_ELBO
+from pyro.infer import JitTrace_ELBO, JitTraceEnum_ELBO, Trace_ELBO
 from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
 import guides.cvae
@@ -84,7 +86,7 @@ def hand_seqvae_loss(model, guide, x):
 
 
 def setups(name, size, device, batch):
-    """``(pyro_loss_and_grads, hand_loss, optimizer, batches)`` for one model at one size."""
+    """``(pyro_loss_and_grads, hand_loss, optimizer, batches, (model, guide, loss))`` for one model at one size."""
     s = SIZES[name][size]
     train, _, _ = load_mnist("mnist", device, "dynamic")
     images = [torch.bernoulli(train.x[i * batch:(i + 1) * batch]) for i in range(8)]
@@ -149,6 +151,7 @@ def parser():
     p.add_argument("--device", type=device_name, default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="results/benchmark_fixed_cost")
+    p.add_argument("--jit", action="store_true", help="also time the step with Pyro's JIT-compiled ELBO")
     p.add_argument("--smoke", action="store_true")
     return p
 
@@ -172,6 +175,21 @@ def main(args):
                 same = [sum(float(elbo.loss(model.model, guide.guide, *batches[0])) for _ in range(5)) / 5,
                         sum(float(hand_loss(*batches[0])) for _ in range(5)) / 5]
             steps = steps_of(pyro_loss, hand_loss, opt)
+            jit_fails = None
+            if args.jit:  # Pyro's JIT-compiled ELBO on the same networks and optimiser
+                jit = (M2Objective(guide.classifier, 50.0, JitTraceEnum_ELBO(max_plate_nesting=1)) if name == "m2"
+                       else JitTrace_ELBO())
+                jit_loss = partial(jit.loss_and_grads, model.model, guide.guide)
+                try:
+                    with warnings.catch_warnings():  # the tracer's notes on Python values in the graph
+                        warnings.simplefilter("ignore")
+                        with pyro.validation_enabled(False):
+                            for batch in batches:  # compiles (M2: an unlabelled and a labelled batch)
+                                jit_loss(*batch)
+                    steps["jit"] = steps_of(jit_loss, hand_loss, opt)["pyro"]
+                except Exception as e:  # what does not compile is reported, the rest measured
+                    jit_fails = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+                opt.zero_grad(set_to_none=True)
             # one step of each sets the block length: about --seconds per block
             t = time_interleaved(steps, batches[:1], 1, device)
             per = max(v["median"] for v in t.values())
@@ -179,13 +197,17 @@ def main(args):
             blocks = [batches[i % len(batches)] for i in range(n)]
             timed = time_interleaved(steps, blocks, args.repeats, device)
             a, b = 1e3 * timed["pyro"]["median"], 1e3 * timed["torch"]["median"]
+            jit_ms = 1e3 * timed["jit"]["median"] if "jit" in timed else None
             row = {"model": name, "size": size, **{k: list(v) if isinstance(v, tuple) else v
                                                     for k, v in SIZES[name][size].items()},
                    "ms_pyro": a, "ms_hand": b, "ratio": a / b, "overhead_ms": a - b, "steps_per_block": n,
-                   "loss_pyro": same[0], "loss_hand": same[1]}
+                   "loss_pyro": same[0], "loss_hand": same[1], **({"ms_jit": jit_ms} if jit_ms else {}),
+                   **({"jit_fails": jit_fails} if jit_fails else {})}
             rows.append(row)
             print(f"{name:8s} {size:8s} {a:9.2f} {b:9.2f} {a / b:7.3f} {a - b:12.2f}   "
-                  f"(loss of one batch, mean of 5 draws: Pyro {same[0]:.1f}, hand-written {same[1]:.1f})")
+                  + (f"JIT {jit_ms:.2f} ms ({jit_ms / b:.3f}x)   " if jit_ms else "")
+                  + (f"JIT fails ({jit_fails})   " if jit_fails else "")
+                  + f"(loss of one batch, mean of 5 draws: Pyro {same[0]:.1f}, hand-written {same[1]:.1f})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").write_text(json.dumps({"device": str(device), "threads": torch.get_num_threads(),

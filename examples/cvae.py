@@ -61,6 +61,8 @@ def parse_args(argv=None):
     p.add_argument("--protocol", default="ours", choices=PROTOCOLS,
                    help="ours: 50,000 images, early stopping on 10,000; pyro: all 60,000, fixed epochs")
     args = p.parse_args(argv)
+    if args.jit and args.condition == "label":
+        p.error("argument --jit: not with --condition label (Pyro's JitTrace_ELBO cannot trace its missing = None)")
     if args.objective == "hybrid" and args.guide != "recognition":
         p.error("--objective hybrid mixes the recognition guide's ELBO with the GSNN's: use --guide recognition")
     return args
@@ -124,7 +126,7 @@ def train_cvae(run, data, missing, baseline):
     if args.objective == "hybrid":
         loss = Hybrid(args.hybrid, GSNNGuide(cvae).guide, make_objective("elbo", args.particles))
     else:
-        loss = make_objective(args.objective, args.particles, args.renyi_alpha)
+        loss = make_objective(args.objective, args.particles, args.renyi_alpha, jit=args.jit)
     validate = best = None
     if valid is not None:
         vx, vy, vm = make_inputs(valid.x, valid.y, missing, args.condition)

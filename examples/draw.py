@@ -12,11 +12,11 @@ window drawn for the filterbank form), per-class samples with ``--condition labe
 """
 import torch
 from matplotlib.patches import Rectangle
-from pyro.infer import Trace_ELBO
 
 from guides.draw import GUIDES, make_guide
 from ppl_models.data import Batches, Minibatches, fresh_binarization, load_mnist
 from ppl_models.draw import DRAW
+from ppl_models.inference.objectives import make_objective
 from ppl_models.judge import fidelity
 from ppl_models.runs import experiment, plots
 from ppl_models.runs.experiment import positive_int
@@ -66,7 +66,7 @@ def main(args):
 
     batches = (Minibatches(train, args.batch_size, "dynamic") if n_classes  # (x, y), or (x,) alone
                else Batches(train.x, batch_size=args.batch_size, make=fresh_binarization))
-    history = experiment.train(run, model, guide, Trace_ELBO(), batches, validate=validate,
+    history = experiment.train(run, model, guide, make_objective("elbo", jit=args.jit), batches, validate=validate,
                                valid_every=args.valid_every, best=("valid_loss", "min"))
     eval_epoch = experiment.load_best(run, model, guide)
     metrics = experiment.score(run, model, guide, test.x, labels(test))

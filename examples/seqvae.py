@@ -65,7 +65,7 @@ def main(args):
 
     print(f"sequence VAE: T={args.steps} z={args.z_dim} hidden={args.hidden} guide={args.guide}, "
           f"{len(train_x)} training digits")
-    objective = make_objective(args.objective, args.particles, args.renyi_alpha)
+    objective = make_objective(args.objective, args.particles, args.renyi_alpha, jit=args.jit)
     history = experiment.train(run, model, guide, objective, Batches(train_x, batch_size=args.batch_size),
                                validate=validate, best=("valid_loss", "min"))
     eval_epoch = experiment.load_best(run, model, guide)

@@ -42,7 +42,8 @@ GUIDES = {"m2": guides.ssvae.GUIDES, "adgm": guides.adgm.GUIDES, "sdgm": guides.
 def parse_args(argv=None):
     p = experiment.parser(__doc__, epochs=50, eval_samples=100, eval_images=1000, objectives=("elbo",),
                           why="the label is summed out by TraceEnum_ELBO; the multi-particle bounds need "
-                              "reparameterised latents only")
+                              "reparameterised latents only",
+                          jit_why="Pyro's JitTraceEnum_ELBO cannot trace an unlabelled batch, whose y is None")
     p.add_argument("--labeled", type=positive_int, default=5000, help="labelled images, a multiple of 10 up to 50000")
     p.add_argument("--form", default="m2", choices=list(GUIDES), help="M2, or the auxiliary (skip) DGM")
     p.add_argument("--guide", default="conv", choices=sorted(set().union(*GUIDES.values())))

@@ -181,7 +181,7 @@ def main(args):
         raise Refused(f"{args.dataset}: {len(train)} training images, fewer than --batch-size {args.batch_size}; "
                       "use a smaller --batch-size or more images")
     model, guide = build(args, run.device)
-    elbo = make_objective(args.objective, args.particles, args.renyi_alpha)
+    elbo = make_objective(args.objective, args.particles, args.renyi_alpha, jit=args.jit)
     has_density = args.guide != "delta"  # a point-mass guide has no density to importance-sample with
     validate = experiment.validation(model, guide, valid.x, particles="plate") if has_density else dict
     history = experiment.train(run, model, guide, elbo, Minibatches(train, args.batch_size, args.binarize),

@@ -17,12 +17,12 @@ scored once: log p(x) by importance sampling (S = ``--eval-samples``), per seque
 """
 import numpy as np
 import torch
-from pyro.infer import Trace_ELBO
 
 from guides.vrnn import GUIDES, make_guide
 from ppl_models.data import N_TRAIN, TEST_DRAW_SEED, VALID_DRAW_SEED, Batches, load_mnist
 from ppl_models.data.strokes import load_strokes, plot_strokes
 from ppl_models.data.strokes import stats as stroke_stats
+from ppl_models.inference.objectives import make_objective
 from ppl_models.judge import fidelity
 from ppl_models.runs import experiment, plots
 from ppl_models.runs.experiment import nonnegative_int, positive_int
@@ -35,6 +35,8 @@ NAMES = {"learned": "VRNN", "standard": "VRNN-I", "none": "RNN"}
 
 def parse_args(argv=None):
     p = experiment.parser(__doc__, epochs=20, eval_samples=500, eval_images=1000, objectives=("elbo",),
+                          jit_why="Pyro's JitTrace_ELBO cannot trace arguments that are None, as the label of an "
+                                  "unconditional run and the lengths of rows are",
                           why="its recurrent networks take no particle dimension: one particle per sequence")
     p.add_argument("--data", default="rows", choices=["rows", "strokes"])
     p.add_argument("--prior", default="learned", choices=PRIORS)
@@ -108,7 +110,7 @@ def main(args):
                       lengths=2 if args.data == "strokes" else None)
     print(f"{NAMES[args.prior]} on {args.data}: z={args.z_dim} hidden={args.hidden} guide={args.guide} "
           f"condition={args.condition}, {len(train['x'])} training sequences")
-    history = experiment.train(run, model, guide, Trace_ELBO(), batches, validate=validate,
+    history = experiment.train(run, model, guide, make_objective("elbo", jit=args.jit), batches, validate=validate,
                                best=("valid_loss", "min"), step_kwargs=anneal)
     eval_epoch = experiment.load_best(run, model, guide)
     metrics = experiment.score(run, model, guide, test["x"], label(test), lengths=test["lengths"])

@@ -179,19 +179,26 @@ class ImportanceWeighted:
         return -self.bound(lw.detach()).sum().item()
 
 
-def make_objective(name, particles=1, alpha=0.5, max_plate_nesting=1):
+JIT_OBJECTIVES = ("elbo", "meanfield")
+
+
+def make_objective(name, particles=1, alpha=0.5, max_plate_nesting=1, jit=False):
     """The loss for ``--objective name`` with ``particles`` = K, vectorised: ``elbo`` (Pyro's
     ``Trace_ELBO``), ``meanfield`` (``TraceMeanField_ELBO``: the analytic KL where it exists), ``iwae``
     and ``renyi`` of order ``alpha`` (Pyro's ``RenyiELBO``), ``stl`` and ``dreg``
-    (:class:`ImportanceWeighted`)."""
-    from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+    (:class:`ImportanceWeighted`). ``jit``: Pyro's compiled forms of the first two
+    (``JitTrace_ELBO``, ``JitTraceMeanField_ELBO``; the same loss, traced once per argument shape);
+    Pyro compiles no other."""
+    from pyro.infer import JitTrace_ELBO, JitTraceMeanField_ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 
+    if jit and name not in JIT_OBJECTIVES:
+        raise ValueError(f"--jit: Pyro compiles {' and '.join(JIT_OBJECTIVES)} only, not --objective {name}")
     vectorised = {"num_particles": particles, "vectorize_particles": particles > 1,
                   "max_plate_nesting": max_plate_nesting}
     if name == "elbo":
-        return Trace_ELBO(**vectorised)
+        return (JitTrace_ELBO if jit else Trace_ELBO)(**vectorised)
     if name == "meanfield":
-        return TraceMeanField_ELBO(**vectorised)
+        return (JitTraceMeanField_ELBO if jit else TraceMeanField_ELBO)(**vectorised)
     if name in ("iwae", "renyi"):
         if name == "renyi" and alpha == 1:
             raise ValueError("--renyi-alpha 1 is the ELBO: use --objective elbo")

@@ -74,7 +74,7 @@ RESULTS, RESULTS_SCHEMA = "results.json", 1
 # Flags that may differ between a run and its resume or re-evaluation: where the run lives, how it
 # is watched, how long it trains, how it is scored, the learning-rate schedule.
 FREE = {"out", "resume", "overwrite", "eval_only", "no_progress", "threads", "device", "epochs", "track",
-        "eval_samples", "eval_images", "lr", "lr_steps", "lr_decay", "patience", "valid_every", "seeds"}
+        "eval_samples", "eval_images", "lr", "lr_steps", "lr_decay", "patience", "valid_every", "seeds", "jit"}
 SMOKE = {"epochs": 1, "eval_samples": 8, "eval_images": 20}
 SMOKE_SIZES = (200, 100, 100)  # the first images of train, valid and test under --smoke
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -103,6 +103,10 @@ class Parser(argparse.ArgumentParser):
                        f"choose from {', '.join(allowed)}")
         if allowed == ("elbo",) and getattr(ns, "particles", 1) != 1:
             self.error(f"argument --particles: one particle only here ({self.objectives_why})")
+        if getattr(ns, "jit", False) and getattr(self, "jit_why", None):
+            self.error(f"argument --jit: not here ({self.jit_why})")
+        if getattr(ns, "jit", False) and getattr(ns, "objective", "elbo") not in ("elbo", "meanfield"):
+            self.error(f"argument --jit: Pyro compiles --objective elbo and meanfield only, not {ns.objective}")
         if getattr(ns, "smoke", False):
             given = {a.split("=")[0] for a in (sys.argv[1:] if args is None else args) if a.startswith("--")}
             for k, v in SMOKE.items():
@@ -141,15 +145,17 @@ def device_name(text):
 
 
 def parser(doc, *, epochs, batch_size=100, lr=1e-3, eval_samples=None, eval_images=None, objectives=None,
-           why=None):
+           why=None, jit_why=None):
     """An argument parser with the common flags; an example adds its own.
     ``eval_samples=None`` leaves out the evaluation flags (an example that scores nothing).
     ``objectives``: the ``--objective`` names that apply to the example's model (``None``: no objective
-    flags); any other is refused in one line that says ``why``."""
+    flags); any other is refused in one line that says ``why``. ``jit_why``: why ``--jit`` (Pyro's
+    compiled ELBO) does not work for the example's model, which refuses it with that reason."""
     p = Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("common to every example")
     if objectives is not None:
         p.objectives, p.objectives_why = tuple(objectives), why or "the model's latents allow only these"
+        p.jit_why = jit_why
         g.add_argument("--objective", default="elbo", choices=sorted(set(OBJECTIVES) | set(objectives)),
                        help="elbo (Trace_ELBO), meanfield (analytic KL), iwae, renyi, stl, dreg "
                             "(ppl_models/inference/objectives.py); those that apply: " + ", ".join(objectives))
@@ -157,6 +163,9 @@ def parser(doc, *, epochs, batch_size=100, lr=1e-3, eval_samples=None, eval_imag
                        help="K: particles per example of the objective, vectorised (default 1)")
         g.add_argument("--renyi-alpha", type=finite_float, default=0.5,
                        help="the order alpha of --objective renyi (0: the IWAE bound, 1: the ELBO)")
+        g.add_argument("--jit", action="store_true",
+                       help="Pyro's JIT-compiled ELBO (elbo, meanfield): the same loss with less Python per step "
+                            "(examples/benchmark_fixed_cost.py --jit measures it)")
     g.add_argument("--epochs", type=positive_int, default=epochs, help="epochs to train (default %(default)s)")
     g.add_argument("--batch-size", type=positive_int, default=batch_size)
     g.add_argument("--lr", type=positive_float, default=lr, help="learning rate (Adam)")
