@@ -38,7 +38,7 @@ from ppl_models.cvae import CVAE, missing_mask, observe
 from ppl_models.data import load_mnist
 from ppl_models.draw import DRAW
 from ppl_models.inference.train import resolve_device
-from ppl_models.runs.benchmark import LOG_2PI, joint_optimizer, time_interleaved
+from ppl_models.runs.benchmark import LOG_2PI, joint_optimizer, time_interleaved, training_steps
 from ppl_models.runs.experiment import device_name, load_example
 from ppl_models.seqvae import CENTRE, SeqVAE
 from ppl_models.ssvae import SSVAE, M2Objective
@@ -133,20 +133,6 @@ def setups(name, size, device, batch):
             joint_optimizer(model, guide), batches, (model, guide, elbo))
 
 
-def steps_of(pyro_loss, hand_loss, optimizer):
-    def pyro_step(*batch):
-        with pyro.validation_enabled(False):
-            pyro_loss(*batch)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    def hand_step(*batch):
-        hand_loss(*batch).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return {"pyro": pyro_step, "torch": hand_step}
-
-
 def parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -180,7 +166,7 @@ def main(args):
             with torch.no_grad(), pyro.validation_enabled(False):  # the two compute the same loss (5 draws)
                 same = [sum(float(elbo.loss(model.model, guide.guide, *batches[0])) for _ in range(5)) / 5,
                         sum(float(hand_loss(*batches[0])) for _ in range(5)) / 5]
-            steps = steps_of(pyro_loss, hand_loss, opt)
+            steps = training_steps(pyro_loss, hand_loss, opt)
             jit_fails = None
             if args.jit:  # Pyro's JIT-compiled ELBO on the same networks and optimiser
                 jit = (M2Objective(guide.classifier, 50.0, JitTraceEnum_ELBO(max_plate_nesting=1)) if name == "m2"
@@ -192,7 +178,7 @@ def main(args):
                         with pyro.validation_enabled(False):
                             for batch in batches:  # compiles (M2: an unlabelled and a labelled batch)
                                 jit_loss(*batch)
-                    steps["jit"] = steps_of(jit_loss, hand_loss, opt)["pyro"]
+                    steps["jit"] = training_steps(jit_loss, hand_loss, opt)["pyro"]
                 except Exception as e:  # what does not compile is reported, the rest measured
                     jit_fails = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
                 opt.zero_grad(set_to_none=True)
