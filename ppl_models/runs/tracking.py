@@ -51,7 +51,9 @@ class MLflowTracker:
             root.mkdir(parents=True, exist_ok=True)
             uri = f"sqlite:///{root / 'mlflow.db'}"
             artifacts = (root / "mlruns").as_uri()
-        else:
+        elif uri.startswith("sqlite:///"):  # artifacts beside the database, never in the working folder
+            artifacts = (Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns").as_uri()
+        else:  # a server or another store: its own artifact location
             artifacts = None
         self.client = mlflow.tracking.MlflowClient(uri)
         experiment = self.client.get_experiment_by_name(example)
