@@ -53,7 +53,7 @@ import torch
 from ppl_models.data import DataError
 from ppl_models.inference import distributed
 from ppl_models.inference.evaluate import evaluate
-from ppl_models.inference.objectives import OBJECTIVES
+from ppl_models.inference.objectives import JIT_OBJECTIVES, OBJECTIVES
 from ppl_models.inference.train import (
     BEST,
     CHECKPOINT,
@@ -105,8 +105,9 @@ class Parser(argparse.ArgumentParser):
             self.error(f"argument --particles: one particle only here ({self.objectives_why})")
         if getattr(ns, "jit", False) and getattr(self, "jit_why", None):
             self.error(f"argument --jit: not here ({self.jit_why})")
-        if getattr(ns, "jit", False) and getattr(ns, "objective", "elbo") not in ("elbo", "meanfield"):
-            self.error(f"argument --jit: Pyro compiles --objective elbo and meanfield only, not {ns.objective}")
+        if getattr(ns, "jit", False) and getattr(ns, "objective", "elbo") not in JIT_OBJECTIVES:
+            self.error(f"argument --jit: Pyro compiles --objective {' and '.join(JIT_OBJECTIVES)} only, "
+                       f"not {ns.objective}")
         if getattr(ns, "smoke", False):
             given = {a.split("=")[0] for a in (sys.argv[1:] if args is None else args) if a.startswith("--")}
             for k, v in SMOKE.items():
