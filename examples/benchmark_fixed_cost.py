@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pyro
 import torch
-from pyro.infer import JitTrace_ELBO, JitTraceEnum_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import JitTrace_ELBO, JitTraceEnum_ELBO, Trace_ELBO, TraceMeanField_ELBO
 from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
 import guides.cvae
@@ -37,6 +37,7 @@ import guides.vrnn
 from ppl_models.cvae import CVAE, missing_mask, observe
 from ppl_models.data import load_mnist
 from ppl_models.draw import DRAW
+from ppl_models.inference.objectives import CompiledMeanField
 from ppl_models.inference.train import resolve_device
 from ppl_models.runs.benchmark import LOG_2PI, joint_optimizer, time_interleaved, training_steps
 from ppl_models.runs.experiment import device_name, load_example
@@ -170,7 +171,7 @@ def main(args):
             jit_fails = None
             if args.jit:  # Pyro's JIT-compiled ELBO on the same networks and optimiser
                 jit = (M2Objective(guide.classifier, 50.0, JitTraceEnum_ELBO(max_plate_nesting=1)) if name == "m2"
-                       else JitTraceMeanField_ELBO() if name == "vae-meanfield" else JitTrace_ELBO())
+                       else CompiledMeanField() if name == "vae-meanfield" else JitTrace_ELBO())
                 jit_loss = partial(jit.loss_and_grads, model.model, guide.guide)
                 try:
                     with warnings.catch_warnings():  # the tracer's notes on Python values in the graph

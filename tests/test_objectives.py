@@ -211,6 +211,37 @@ def test_the_jit_compiled_meanfield_elbo_agrees_in_expectation():
     assert abs(a.mean() - b.mean()) < 5 * se + 1e-3
 
 
+def test_the_jit_compiled_meanfield_elbo_compiles_once():
+    """Pyro 1.9's JitTraceMeanField_ELBO builds and compiles its traced loss anew on every call; the
+    one --jit trains with keeps the first (one compiled graph for one argument shape)."""
+    import guides.vae
+    from ppl_models.vae import VAE
+    model = VAE(3, (8,))
+    guide = guides.vae.make_guide("diag", model)
+    x = torch.bernoulli(torch.rand(5, 784, generator=torch.Generator().manual_seed(0)))
+    loss = make_objective("meanfield", jit=True)
+    built, m, g = [], model.model, guide.guide  # bound once, as fit() does: Pyro keys its graphs on their ids
+    for _ in range(3):
+        loss.loss_and_grads(m, g, x)
+        built.append(loss._differentiable_loss)
+    assert built[0] is built[1] is built[2]
+    assert len(built[0].compiled) == 1
+
+
+def test_training_with_jit_compiles_one_graph_for_one_batch_shape(tmp_path):
+    """fit() hands Pyro's JIT loss the same model and guide functions every step, so that batches of
+    one shape share one compiled graph over all the epochs."""
+    import guides.vae
+    from ppl_models.inference.train import fit
+    from ppl_models.vae import VAE
+    model = VAE(3, (8,))
+    guide = guides.vae.make_guide("diag", model)
+    x = torch.bernoulli(torch.rand(4, 5, 784, generator=torch.Generator().manual_seed(0)))
+    loss = make_objective("elbo", jit=True)
+    fit(model, guide, loss, [(b,) for b in x], epochs=2, out=tmp_path, progress=False, log=lambda *a: None)
+    assert len(loss._loss_and_surrogate_loss.compiled) == 1
+
+
 def test_jit_applies_to_the_elbos_pyro_compiles_only():
     with pytest.raises(ValueError, match="--jit: Pyro compiles elbo and meanfield only, not --objective dreg"):
         make_objective("dreg", 5, jit=True)

@@ -41,6 +41,7 @@ import warnings
 import pyro
 import torch
 from pyro import poutine
+from pyro.infer import JitTraceMeanField_ELBO
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
@@ -182,6 +183,18 @@ class ImportanceWeighted:
 JIT_OBJECTIVES = ("elbo", "meanfield")
 
 
+class CompiledMeanField(JitTraceMeanField_ELBO):
+    """Pyro's ``JitTraceMeanField_ELBO``, compiled once. Pyro 1.9's looks for its compiled loss under
+    ``_loss_and_surrogate_loss`` but keeps it as ``_differentiable_loss``, so it traces and compiles
+    the loss again on every step (about 20 ms a step for the small VAE, 9x the eager step); this one
+    marks the compiled loss as built after the first call, and otherwise is Pyro's."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss = super().differentiable_loss(model, guide, *args, **kwargs)
+        self._loss_and_surrogate_loss = self._differentiable_loss  # the name Pyro's check reads
+        return loss
+
+
 def make_objective(name, particles=1, alpha=0.5, max_plate_nesting=1, jit=False):
     """The loss for ``--objective name`` with ``particles`` = K, vectorised: ``elbo`` (Pyro's
     ``Trace_ELBO``), ``meanfield`` (``TraceMeanField_ELBO``: the analytic KL where it exists), ``iwae``
@@ -189,7 +202,7 @@ def make_objective(name, particles=1, alpha=0.5, max_plate_nesting=1, jit=False)
     (:class:`ImportanceWeighted`). ``jit``: Pyro's compiled forms of the first two
     (``JitTrace_ELBO``, ``JitTraceMeanField_ELBO``; the same loss, traced once per argument shape);
     Pyro compiles no other."""
-    from pyro.infer import JitTrace_ELBO, JitTraceMeanField_ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+    from pyro.infer import JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 
     if jit and name not in JIT_OBJECTIVES:
         raise ValueError(f"--jit: Pyro compiles {' and '.join(JIT_OBJECTIVES)} only, not --objective {name}")
@@ -198,7 +211,7 @@ def make_objective(name, particles=1, alpha=0.5, max_plate_nesting=1, jit=False)
     if name == "elbo":
         return (JitTrace_ELBO if jit else Trace_ELBO)(**vectorised)
     if name == "meanfield":
-        return (JitTraceMeanField_ELBO if jit else TraceMeanField_ELBO)(**vectorised)
+        return (CompiledMeanField if jit else TraceMeanField_ELBO)(**vectorised)
     if name in ("iwae", "renyi"):
         if name == "renyi" and alpha == 1:
             raise ValueError("--renyi-alpha 1 is the ELBO: use --objective elbo")

@@ -238,6 +238,9 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
     if patience is not None and stale >= patience:
         log(f"already stopped early after epoch {start - 1}")
         return history
+    # bound once: Pyro's JIT losses key their compiled graphs on id(model) and id(guide), and a bound
+    # method made afresh each step may get a new id, hence a new compilation
+    model_fn, guide_fn = model.model, guide.guide
     for epoch in range(start, epochs + 1):
         model.train(), guide.train()
         epoch_lr = lr_at(epoch) * lr_decay ** (epoch - 1)
@@ -252,7 +255,7 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
             optimizer.zero_grad(set_to_none=True)
             if len(args[0]):
                 with pyro.validation_enabled(step == 1 and epoch == start):  # argument checks once, then speed
-                    value = loss.loss_and_grads(model.model, guide.guide, *args, **kwargs)
+                    value = loss.loss_and_grads(model_fn, guide_fn, *args, **kwargs)
             else:  # a global batch smaller than the number of ranks left this one nothing
                 value = 0.0
             if not torch.is_tensor(value) and not math.isfinite(value):  # a float costs no extra sync
