@@ -35,8 +35,6 @@ NAMES = {"learned": "VRNN", "standard": "VRNN-I", "none": "RNN"}
 
 def parse_args(argv=None):
     p = experiment.parser(__doc__, epochs=20, eval_samples=500, eval_images=1000, objectives=("elbo",),
-                          jit_why="Pyro's JitTrace_ELBO cannot trace arguments that are None, as the label of an "
-                                  "unconditional run and the lengths of rows are",
                           why="its recurrent networks take no particle dimension: one particle per sequence")
     p.add_argument("--data", default="rows", choices=["rows", "strokes"])
     p.add_argument("--prior", default="learned", choices=PRIORS)
@@ -46,7 +44,11 @@ def parse_args(argv=None):
     p.add_argument("--hidden", type=positive_int, default=128, help="units of the LSTM and of every MLP")
     p.add_argument("--anneal-epochs", type=nonnegative_int, default=0,
                    help="KL annealing: beta rises linearly from 1/N to 1 over the first N epochs")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.jit and args.data == "strokes":
+        p.error("argument --jit: not with --data strokes (each batch is cut to its longest stroke: a new shape, "
+                "a new compilation); --data rows")
+    return args
 
 
 def dequantise(x, generator=None):
@@ -104,7 +106,9 @@ def main(args):
         return {"beta": min(1.0, epoch / args.anneal_epochs) if args.anneal_epochs else 1.0}
 
     def make(x, y, lengths):  # a fresh binarisation of the rows, or fresh dequantisation noise
-        return (torch.bernoulli(x) if args.data == "rows" else dequantise(x)), (y if conditional else None), lengths
+        if args.data == "rows":  # no None among the arguments, which Pyro's --jit cannot trace
+            return (torch.bernoulli(x), y) if conditional else (torch.bernoulli(x),)
+        return dequantise(x), (y if conditional else None), lengths
 
     batches = Batches(train["x"], train["y"], train["lengths"], batch_size=args.batch_size, make=make,
                       lengths=2 if args.data == "strokes" else None)
