@@ -5,6 +5,7 @@ arithmetic takes well under a millisecond, and what the step costs in Python is 
     python examples/benchmark_fixed_cost.py --threads 1               # every model, both sizes
     python examples/benchmark_fixed_cost.py --models vae vrnn --sizes small
     python examples/benchmark_fixed_cost.py --device cuda              # on a GPU, the real regime
+    python examples/benchmark_fixed_cost.py --models vae --sizes small --profile   # where the time goes
 
 For each model and size: the Pyro step (the loss the example trains with, argument validation off,
 then Adam) against a hand-written PyTorch step of the very same networks and estimator (the same
@@ -16,9 +17,14 @@ CVAE's and the sequence VAE's are here; ``vae-meanfield`` is the VAE under ``Tra
 against the hand-written analytic KL. ``--jit`` adds Pyro's compiled ELBO of each (timed after it
 has compiled on every batch), or what stops it from compiling. Data: MNIST images (binarised) and rows; random pen
 positions of the strokes' shape for the sequence VAE (the time of a step does not depend on values).
+``--profile`` adds, for each model and size, where the Pyro step's time goes (``cProfile``, grouped:
+Pyro's effect handlers, its parameter registration, its ELBO's bookkeeping, the distributions, the
+optimiser's and torch.nn's Python, the collection's own code, and the arithmetic).
 """
 import argparse
+import cProfile
 import json
+import pstats
 import warnings
 from functools import partial
 from pathlib import Path
@@ -134,6 +140,47 @@ def setups(name, size, device, batch):
             joint_optimizer(model, guide), batches, (model, guide, elbo))
 
 
+WHERE = (  # where a step's own time (profiled) is spent, by the file of the function that spends it
+    ("Pyro: parameter registration (pyro.module, pyro.param)", ("pyro/primitives.py", "pyro/params/")),
+    ("Pyro: effect handlers (trace, replay, plates, messages)", ("pyro/poutine/",)),
+    ("Pyro: the ELBO's bookkeeping (traces to a loss)", ("pyro/infer/", "pyro/util.py", "pyro/ops/")),
+    ("distributions (constructors, log_prob, rsample)", ("pyro/distributions/", "torch/distributions/")),
+    ("the optimiser (Adam)", ("torch/optim/",)),
+    ("torch.nn modules' Python", ("torch/nn/",)),
+    ("the collection's stories, guides and checks", ("ppl_models/", "guides/")),
+)
+
+
+def _where(file):
+    file = file.replace("\\", "/")
+    return next((label for label, parts in WHERE if any(p in file for p in parts)), None)
+
+
+def profile_step(step, batches, n):
+    """The share of a step's time by where it is spent (``WHERE``), from ``cProfile`` over ``n`` steps.
+    A built-in's time (a torch kernel, a tensor's method) counts as Pyro's where Pyro's own code calls
+    it (the tensors its plates and messages make); every other built-in is "arithmetic", the kernels
+    of the networks, the densities, backward and Adam's update, which a hand-written step pays too."""
+    prof = cProfile.Profile()
+    prof.enable()
+    for i in range(n):
+        step(*batches[i % len(batches)])
+    prof.disable()
+    stats = pstats.Stats(prof).stats  # {(file, line, name): (cc, nc, tottime, cumtime, callers)}
+    arithmetic = "arithmetic (torch's kernels: forward, backward, Adam's update)"
+    shares = {label: 0.0 for label, _ in WHERE} | {arithmetic: 0.0}
+    for (file, _, _), (_, _, own, _, callers) in stats.items():
+        if file != "~":  # Python code: where its file is
+            shares[_where(file) or arithmetic] += own
+            continue
+        spent = sum(c[2] for c in callers.values()) or 1.0  # a built-in: split over its callers
+        for (caller_file, _, _), c in callers.items():
+            place = _where(caller_file)
+            shares[place if place and place.startswith("Pyro") else arithmetic] += own * c[2] / spent
+    total = sum(shares.values())
+    return {k: v / total for k, v in shares.items()}, 1e3 * total / n
+
+
 def parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -145,6 +192,8 @@ def parser():
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="results/benchmark_fixed_cost")
     p.add_argument("--jit", action="store_true", help="also time the step with Pyro's JIT-compiled ELBO")
+    p.add_argument("--profile", action="store_true",
+                   help="also print where the Pyro step's time goes (cProfile, grouped by Pyro's parts)")
     p.add_argument("--smoke", action="store_true")
     return p
 
@@ -196,6 +245,12 @@ def main(args):
                    "ms_pyro": a, "ms_hand": b, "ratio": a / b, "overhead_ms": a - b, "steps_per_block": n,
                    "loss_pyro": same[0], "loss_hand": same[1], **({"ms_jit": jit_ms} if jit_ms else {}),
                    **({"jit_fails": jit_fails} if jit_fails else {})}
+            if args.profile:
+                shares, ms = profile_step(steps["pyro"], batches, max(n, 20))
+                row["profile"] = shares
+                print(f"  where the Pyro step's time goes ({ms:.2f} ms a step under the profiler):")
+                for label, share in sorted(shares.items(), key=lambda kv: -kv[1]):
+                    print(f"    {100 * share:5.1f}%  {label}")
             rows.append(row)
             print(f"{name:13s} {size:8s} {a:9.2f} {b:9.2f} {a / b:7.3f} {a - b:12.2f}   "
                   + (f"JIT {jit_ms:.2f} ms ({jit_ms / b:.3f}x)   " if jit_ms else "")
