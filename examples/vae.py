@@ -7,6 +7,7 @@
     python examples/vae.py --binarize grey --likelihood gaussian
     python examples/vae.py --objective iwae --particles 50          # the IWAE bound (or dreg, stl, renyi)
     python examples/vae.py --prior vamp                             # the VampPrior (or mog, flow)
+    python examples/vae.py --prior vamp --warmup-epochs 100        # its paper's KL warm-up
     python examples/vae.py --hidden 200 200 --activation tanh --objective iwae --particles 5   # IWAE paper, 1 layer
     python examples/vae.py --layers 2 --hidden 200 200 --activation tanh --objective iwae --particles 5   # 2 layers
     python examples/vae.py --guide iaf --eval-only --eval-samples 5000   # score a run again
@@ -34,7 +35,7 @@ from ppl_models.judge import fidelity
 from ppl_models.nets import ACTIVATIONS, check_conv_shape
 from ppl_models.priors import COMPONENTS, PRIORS
 from ppl_models.runs import experiment, plots
-from ppl_models.runs.experiment import Refused, nonnegative_float, positive_float, positive_int
+from ppl_models.runs.experiment import Refused, nonnegative_float, nonnegative_int, positive_float, positive_int
 from ppl_models.vae import DECODERS, LIKELIHOODS, VAE
 from ppl_models.vae2 import TwoLayerVAE
 
@@ -66,6 +67,9 @@ def parse_args(argv=None):
     p.add_argument("--hidden", type=positive_int, nargs="+", default=[500, 500], help="MLP hidden sizes")
     p.add_argument("--beta", type=nonnegative_float, default=1.0,
                    help="KL weight (0 with --guide delta: autoencoder)")
+    p.add_argument("--warmup-epochs", type=nonnegative_int, default=0,
+                   help="KL warm-up: the KL weight rises linearly to --beta over the first N epochs "
+                        "(epoch e: beta * e / N); the best epoch is still chosen on the unweighted ELBO")
     p.add_argument("--lr-decay", type=positive_float, default=1.0, help="learning rate of epoch e: lr * decay^(e-1)")
     p.add_argument("--lr-steps", nargs="*", default=[], metavar="EPOCH:LR",
                    help="step schedule: from EPOCH on use LR, e.g. 50:3e-4 80:1e-4 (default: a constant rate)")
@@ -111,12 +115,13 @@ def shape_of(args):
 
 def run_template(args):
     """The run folder's name: MNIST's as it always was; other data prefix theirs; two stochastic layers,
-    hidden sizes other than 500-500, tanh and a prior other than N(0, I) add theirs (and the runner an
+    hidden sizes other than 500-500, tanh, a prior other than N(0, I) and a KL warm-up add theirs (and the runner an
     objective other than the one-particle ELBO)."""
     variant = ("" if args.layers == 1 else "-L2") + ("" if args.hidden == [500, 500] else
                                                     "-h" + "-".join(map(str, args.hidden)))
     variant += ("" if args.activation == "relu" else f"-{args.activation}") + (
         "" if args.prior == "standard" else f"-{args.prior}{args.prior_components or COMPONENTS[args.prior]}")
+    variant += f"-warmup{args.warmup_epochs}" if args.warmup_epochs else ""
     kind, path = parse_dataset(args.dataset)
     c, size, _ = shape_of(args)
     if kind in ("mnist", "fashion-mnist"):
@@ -187,7 +192,8 @@ def main(args):
     history = experiment.train(run, model, guide, elbo, Minibatches(train, args.batch_size, args.binarize),
                                optim=args.optim, lr=lr_schedule, lr_decay=args.lr_decay, validate=validate,
                                valid_every=args.valid_every, best=("valid_loss", "min") if has_density else None,
-                               step_kwargs=lambda e: {"beta": args.beta})
+                               step_kwargs=lambda e: {"beta": args.beta * min(1.0, e / args.warmup_epochs)
+                                                      if args.warmup_epochs else args.beta})
     eval_epoch = experiment.load_best(run, model, guide)
     metrics = {}
     if has_density:

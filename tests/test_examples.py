@@ -328,3 +328,15 @@ def test_the_fixed_cost_benchmark_says_where_the_pyro_step_s_time_goes(tmp_path)
     assert shares["Pyro: effect handlers (trace, replay, plates, messages)"] > 0
     assert shares["arithmetic (torch's kernels: forward, backward, Adam's update)"] > 0.1
     assert "where the Pyro step's time goes" in out.stdout
+
+
+def test_the_vae_s_kl_warm_up_raises_the_weight_linearly_and_names_the_run(tmp_path):
+    run_example("vae", tmp_path, "--no-progress", "--epochs", "3", "--warmup-epochs", "2")
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    betas = [float(r.split(",")[header.index("beta")]) for r in rows[1:]]
+    assert betas == [0.5, 1.0, 1.0]
+    from ppl_models.runs.experiment import load_example
+    vae = load_example("vae")
+    name = vae.run_template(vae.parse_args(["--warmup-epochs", "100", "--prior", "vamp"]))
+    assert name.endswith("-vamp500-warmup100")
