@@ -219,7 +219,8 @@ def main(args):
             steps = training_steps(pyro_loss, hand_loss, opt)
             jit_fails = None
             if args.jit:  # Pyro's JIT-compiled ELBO on the same networks and optimiser
-                jit = (M2Objective(guide.classifier, 50.0, JitTraceEnum_ELBO(max_plate_nesting=1)) if name == "m2"
+                jit = (M2Objective(guide.classifier, 50.0, JitTraceEnum_ELBO(max_plate_nesting=1), JitTrace_ELBO())
+                       if name == "m2"
                        else CompiledMeanField() if name == "vae-meanfield" else JitTrace_ELBO())
                 jit_loss = partial(jit.loss_and_grads, model.model, guide.guide)
                 try:

@@ -82,10 +82,10 @@ class M2Objective:
     ``alpha * cross-entropy of q(y|x)`` on labelled batches. Same interface as a Pyro ELBO.
     Labelled batches have no discrete latent left, so they use ``Trace_ELBO``."""
 
-    def __init__(self, classifier, alpha, elbo=None):
+    def __init__(self, classifier, alpha, elbo=None, labeled_elbo=None):
         self.classifier, self.alpha = classifier, alpha
         self.elbo = elbo or TraceEnum_ELBO(max_plate_nesting=1)
-        self.labeled_elbo = Trace_ELBO()
+        self.labeled_elbo = labeled_elbo or Trace_ELBO()
 
     def _elbo(self, y):
         return self.elbo if y is None else self.labeled_elbo
@@ -93,7 +93,8 @@ class M2Objective:
     def loss_and_grads(self, model, guide, x, y=None, **kwargs):
         """The ELBO's loss (a float), plus on labelled batches the classification term as a tensor
         left on the device: reading it here would cost a second host-device sync per step."""
-        loss = self._elbo(y).loss_and_grads(model, guide, x, y, **kwargs)
+        args = (x,) if y is None else (x, y)  # no None among the arguments: Pyro's JIT ELBOs cannot trace it
+        loss = self._elbo(y).loss_and_grads(model, guide, *args, **kwargs)
         if y is not None and self.alpha > 0:
             aux = self.alpha * cross_entropy(self.classifier(x), y, reduction="sum")
             aux.backward()
@@ -102,7 +103,7 @@ class M2Objective:
 
     def loss(self, model, guide, x, y=None, **kwargs):
         with torch.no_grad():
-            loss = self._elbo(y).loss(model, guide, x, y, **kwargs)
+            loss = self._elbo(y).loss(model, guide, *((x,) if y is None else (x, y)), **kwargs)
             if y is not None and self.alpha > 0:
                 loss += self.alpha * cross_entropy(self.classifier(x), y, reduction="sum").item()
         return loss

@@ -228,9 +228,16 @@ def test_training_with_jit_compiles_one_graph_for_one_batch_shape(tmp_path):
 
 
 def _jit_cases():
-    """A tiny model, its guide and one batch of each story that --jit trains (the VAE under both KL
-    estimators, the CVAE, the sequence VAE, DRAW and the VRNN on rows)."""
+    """A tiny model, its guide, its loss (eager or compiled: ``loss(jit)``) and one batch of each story
+    that --jit trains (the VAE under both KL estimators, the CVAE, the sequence VAE, DRAW, the VRNN on
+    rows, and M2 and the ADGM on an unlabelled and a labelled batch, the label enumerated or observed)."""
+    import guides.adgm
     import guides.cvae
+    import guides.ssvae
+    from pyro.infer import JitTrace_ELBO, JitTraceEnum_ELBO
+
+    from ppl_models.adgm import AuxiliaryDGM
+    from ppl_models.ssvae import SSVAE, M2Objective
     import guides.draw
     import guides.seqvae
     import guides.vae
@@ -245,7 +252,17 @@ def _jit_cases():
     vae, cvae, seq, draw, vrnn = VAE(3, (8,)), CVAE(784, 3, (8, 8)), SeqVAE(3, 8, 12), DRAW(3, 3, 8), VRNN(
         "bernoulli", "learned", 3, 8)
     miss = missing_mask(1).expand(5, 784)
-    return {"vae": (vae, guides.vae.make_guide("diag", vae), "elbo", (x,)),
+    m2, adgm, y = SSVAE(3, (8,)), AuxiliaryDGM(3, 2, (8, 8), form="adgm"), torch.arange(5)
+    m2_guide, adgm_guide = guides.ssvae.make_guide("mlp", m2), guides.adgm.make_guide("mlp", adgm)
+
+    def semi(guide):
+        return lambda jit: M2Objective(guide.classifier, 50.0, JitTraceEnum_ELBO(max_plate_nesting=1) if jit else None,
+                                       JitTrace_ELBO() if jit else None)
+    return {"m2-unlabelled": (m2, m2_guide, semi(m2_guide), (x, None)),
+            "m2-labelled": (m2, m2_guide, semi(m2_guide), (x, y)),
+            "adgm-unlabelled": (adgm, adgm_guide, semi(adgm_guide), (x, None)),
+            "adgm-labelled": (adgm, adgm_guide, semi(adgm_guide), (x, y)),
+            "vae": (vae, guides.vae.make_guide("diag", vae), "elbo", (x,)),
             "vae-meanfield": (vae, guides.vae.make_guide("diag", vae), "meanfield", (x,)),
             "cvae": (cvae, guides.cvae.make_guide("recognition", cvae), "elbo", (observe(x, miss), x, miss)),
             "seqvae": (seq, guides.seqvae.make_guide("lstm", seq), "elbo",
@@ -254,7 +271,8 @@ def _jit_cases():
             "vrnn": (vrnn, guides.vrnn.make_guide("filtering", vrnn), "elbo", (x.reshape(5, 28, 28),))}
 
 
-@pytest.mark.parametrize("case", ["vae", "vae-meanfield", "cvae", "seqvae", "draw", "vrnn"])
+@pytest.mark.parametrize("case", ["vae", "vae-meanfield", "cvae", "seqvae", "draw", "vrnn", "m2-unlabelled",
+                                  "m2-labelled", "adgm-unlabelled", "adgm-labelled"])
 def test_the_jit_compiled_step_gives_the_eager_loss_and_gradients_under_one_seed(case):
     """Pyro's compiled ELBO (--jit) against its eager one on each story --jit trains: once compiled,
     the same random draws (one seed) give the same loss and the same gradient of every parameter."""
@@ -264,7 +282,7 @@ def test_the_jit_compiled_step_gives_the_eager_loss_and_gradients_under_one_seed
     results = []
     with pyro.validation_enabled(False):
         for jit in (False, True):
-            loss = make_objective(objective, jit=jit)
+            loss = objective(jit) if callable(objective) else make_objective(objective, jit=jit)
             for _ in range(2 if jit else 1):  # the first call compiles (and draws differently while it does)
                 for p in params:
                     p.grad = None
