@@ -247,7 +247,7 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr
         kwargs = step_kwargs(epoch) if step_kwargs else {}
-        t0, total, count = time.perf_counter(), 0.0, 0
+        t0, total, count, shown = time.perf_counter(), 0.0, 0, 0.0
         steps = batches(epoch) if callable(batches) else batches
         bar = tqdm(shared.batches(steps) if shared else steps, desc=f"epoch {epoch}/{epochs}", leave=False,
                    disable=not (progress and main), total=len(steps) if hasattr(steps, "__len__") else None)
@@ -265,8 +265,11 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
             optimizer.step()
             total = total + (value.detach() if torch.is_tensor(value) else value)
             count += len(args[0])
-            if progress and not torch.is_tensor(total):  # a running tensor total is not synced per step
-                bar.set_postfix(loss=f"{float(total) / count:.2f}")
+            # the running loss on the bar at most twice a second (formatting it every step cost 1.2 ms of
+            # a 7.6 ms step of the small VAE); a running tensor total is not synced per step
+            if not bar.disable and not torch.is_tensor(total) and time.perf_counter() - shown > 0.5:
+                bar.set_postfix(loss=f"{float(total) / count:.2f}", refresh=False)
+                shown = time.perf_counter()
         total = float(total)  # tensor parts of the loss: one sync per epoch
         if ranks > 1:
             total, count = distributed.total(total), int(distributed.total(count))
