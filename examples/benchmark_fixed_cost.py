@@ -17,7 +17,8 @@ CVAE's and the sequence VAE's are here; ``vae-meanfield`` is the VAE under ``Tra
 against the hand-written analytic KL. ``--jit`` adds Pyro's compiled ELBO of each (timed after it
 has compiled on every batch), or what stops it from compiling. Data: MNIST images (binarised) and rows; random pen
 positions of the strokes' shape for the sequence VAE (the time of a step does not depend on values).
-``--profile`` adds, for each model and size, where the Pyro step's time goes (``cProfile``, grouped:
+``--loop`` adds the project's training loop (``fit``: progress bar, checks, one checkpoint an epoch)
+against the bare loop of the same steps. ``--profile`` adds, for each model and size, where the Pyro step's time goes (``cProfile``, grouped:
 Pyro's effect handlers, its parameter registration, its ELBO's bookkeeping, the distributions, the
 optimiser's and torch.nn's Python, the collection's own code, and the arithmetic).
 """
@@ -181,6 +182,41 @@ def profile_step(step, batches, n):
     return {k: v / total for k, v in shares.items()}, 1e3 * total / n
 
 
+def time_loop(model, guide, elbo, opt, blocks, repeats):
+    """ms per step of the project's training loop (``fit``: one epoch over ``blocks``, the progress
+    bar drawn, one checkpoint at the end of the epoch, as in every example) against the bare loop of
+    the same Pyro steps, interleaved ``repeats`` times: what the loop adds to a step."""
+    import contextlib
+    import io
+    import statistics
+    import tempfile
+    import time
+
+    from ppl_models.inference.train import fit
+
+    def bare():
+        m, g = model.model, guide.guide
+        t0 = time.perf_counter()
+        with pyro.validation_enabled(False):
+            for batch in blocks:
+                opt.zero_grad(set_to_none=True)
+                elbo.loss_and_grads(m, g, *batch)
+                opt.step()
+        return time.perf_counter() - t0
+
+    def loop():
+        with tempfile.TemporaryDirectory() as out, contextlib.redirect_stderr(io.StringIO()):
+            t0 = time.perf_counter()
+            fit(model, guide, elbo, blocks, epochs=1, out=out, progress=True, log=lambda *a: None)
+            return time.perf_counter() - t0
+
+    times = {"bare": [], "loop": []}
+    for _ in range(repeats):
+        times["bare"].append(bare())
+        times["loop"].append(loop())
+    return {k: 1e3 * statistics.median(v) / len(blocks) for k, v in times.items()}
+
+
 def parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -194,6 +230,9 @@ def parser():
     p.add_argument("--jit", action="store_true", help="also time the step with Pyro's JIT-compiled ELBO")
     p.add_argument("--profile", action="store_true",
                    help="also print where the Pyro step's time goes (cProfile, grouped by Pyro's parts)")
+    p.add_argument("--loop", action="store_true",
+                   help="also time the project's training loop (fit, with its progress bar and checkpoint) "
+                        "against the bare loop of the same steps")
     p.add_argument("--smoke", action="store_true")
     return p
 
@@ -246,6 +285,12 @@ def main(args):
                    "ms_pyro": a, "ms_hand": b, "ratio": a / b, "overhead_ms": a - b, "steps_per_block": n,
                    "loss_pyro": same[0], "loss_hand": same[1], **({"ms_jit": jit_ms} if jit_ms else {}),
                    **({"jit_fails": jit_fails} if jit_fails else {})}
+            if args.loop:
+                lt = time_loop(model, guide, elbo, opt, [batches[i % len(batches)] for i in range(max(n, 50))],
+                               args.repeats)
+                row.update(ms_bare_loop=lt["bare"], ms_fit_loop=lt["loop"])
+                print(f"  the training loop: {lt['loop']:.2f} ms a step against {lt['bare']:.2f} ms bare "
+                      f"(+{lt['loop'] - lt['bare']:.2f} ms, its checkpoint included)")
             if args.profile:
                 shares, ms = profile_step(steps["pyro"], batches, max(n, 20))
                 row["profile"] = shares

@@ -320,10 +320,12 @@ def test_every_readme_command_is_accepted(script, flags):
 
 def test_the_fixed_cost_benchmark_says_where_the_pyro_step_s_time_goes(tmp_path):
     cmd = [sys.executable, str(ROOT / "examples" / "benchmark_fixed_cost.py"), "--smoke", "--out", str(tmp_path),
-           "--models", "vae", "--profile"]
+           "--models", "vae", "--profile", "--loop"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    shares = json.loads((tmp_path / "benchmark.json").read_text())["rows"][0]["profile"]
+    row = json.loads((tmp_path / "benchmark.json").read_text())["rows"][0]
+    shares = row["profile"]
+    assert row["ms_fit_loop"] > 0 and row["ms_bare_loop"] > 0 and "the training loop:" in out.stdout
     assert sum(shares.values()) == pytest.approx(1.0)
     assert shares["Pyro: effect handlers (trace, replay, plates, messages)"] > 0
     assert shares["arithmetic (torch's kernels: forward, backward, Adam's update)"] > 0.1
