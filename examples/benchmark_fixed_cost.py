@@ -82,7 +82,7 @@ def hand_cvae_loss(model, guide, x, y, missing):
     p_scale = softplus(p_scale) + 1e-4
     log_pz = (-0.5 * (((z - p_loc) / p_scale) ** 2 + LOG_2PI) - p_scale.log()).sum(-1)
     log_qz = (-0.5 * (eps ** 2 + LOG_2PI) - scale.log()).sum(-1)
-    logits = model.generation_net(torch.cat([x_filled, z], -1))
+    logits = model.generate(x_filled, z)
     log_py = -(binary_cross_entropy_with_logits(logits, y, reduction="none") * missing).sum(-1)
     return -(log_py + log_pz - log_qz).sum()
 

@@ -2,6 +2,7 @@
 
     python examples/cvae.py                          # 1, 2 and 3 observed quadrants, Pyro's protocol
     python examples/cvae.py --quadrants 2 --guide gsnn
+    python examples/cvae.py --quadrants 1 --generation-input z   # p(y | z), as Pyro's example
     python examples/cvae.py --quadrants 1 --objective hybrid --hybrid 0.5   # Sohn et al.'s hybrid objective
     python examples/cvae.py --condition label        # y = image, x = digit label: samples per class
 
@@ -29,7 +30,7 @@ from pyro.infer import Trace_ELBO
 from torch.nn.functional import one_hot
 
 from guides.cvae import GUIDES, GSNNGuide, make_guide
-from ppl_models.cvae import CVAE, Baseline, Hybrid, missing_mask, observe
+from ppl_models.cvae import CVAE, GENERATION_INPUTS, Baseline, Hybrid, missing_mask, observe
 from ppl_models.data import Batches, load_mnist
 from ppl_models.data.mnist import Split
 from ppl_models.inference.evaluate import evaluate
@@ -54,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--guide", default="recognition", choices=list(GUIDES))
     p.add_argument("--hybrid", type=hybrid_weight, default=0.5,
                    help="--objective hybrid: the weight of the CVAE term (the GSNN term takes the rest)")
+    p.add_argument("--generation-input", default="xz", choices=GENERATION_INPUTS,
+                   help="what the generation network sees: xz, the filled-in input and z (Sohn et al.), "
+                        "or z alone (Pyro's example)")
     p.add_argument("--z-dim", type=positive_int, default=200)
     p.add_argument("--hidden", type=positive_int, default=500)
     p.add_argument("--baseline-epochs", type=positive_int, default=50, help="baseline epochs at most (early stopping)")
@@ -96,7 +100,8 @@ def build(args, device, baseline=None):
     come with the CVAE's checkpoint)."""
     if args.condition == "quadrants" and baseline is None:
         baseline = Baseline(784, (args.hidden, args.hidden)).to(device)
-    cvae = CVAE(10 if args.condition == "label" else 784, args.z_dim, (args.hidden, args.hidden), baseline)
+    cvae = CVAE(10 if args.condition == "label" else 784, args.z_dim, (args.hidden, args.hidden), baseline,
+                getattr(args, "generation_input", "xz"))
     cvae = cvae.to(device)
     return cvae, make_guide(args.guide, cvae).to(device)
 
@@ -159,7 +164,8 @@ def label_figure(cvae, path, n_samples=10):
 
 
 def run_setting(args, data):
-    template = RUN_NAMES[args.condition] + ("-pyro" if args.protocol == "pyro" else "")
+    template = (RUN_NAMES[args.condition] + ("-gen-z" if args.generation_input == "z" else "")
+                + ("-pyro" if args.protocol == "pyro" else ""))
     run = experiment.start(args, "cvae", template, free=("baseline_epochs",),
                            serial_only="it trains the baseline network and then the CVAE, one after another")
     label = args.condition == "label"

@@ -6,6 +6,8 @@ Given an input ``x`` (the observed quadrants of a digit, or a digit label), pred
     x~_n = x_n with its missing pixels filled in by the baseline's prediction      (deterministic)
     z_n ~ p(z | x)    = N(mu_p(x~_n), sigma_p(x~_n))          the conditional prior, site "z"
     y_n ~ p(y | x, z) = prod_{i missing} Bernoulli(y_ni | sigmoid(g(x~_n, z_n))_i)     site "y"
+        (``generation_input="z"``: p(y | z) = Bernoulli(sigmoid(g(z_n))), as in Pyro's example,
+         where x reaches y through z alone)
 
 Only the missing pixels are scored (``.mask(missing)``): the observed ones are given, not predicted.
 The quantity of interest is the conditional log-likelihood
@@ -97,15 +99,21 @@ class Baseline(nn.Module):
         return torch.sigmoid(self.net(x))
 
 
+GENERATION_INPUTS = ("xz", "z")  # what the generation network g sees: x~ and z (Sohn et al.), or z alone
+
+
 class CVAE(nn.Module):
-    def __init__(self, x_dim=784, z_dim=200, hidden=(500, 500), baseline=None):
+    def __init__(self, x_dim=784, z_dim=200, hidden=(500, 500), baseline=None, generation_input="xz"):
         super().__init__()
+        if generation_input not in GENERATION_INPUTS:
+            raise ValueError(f"unknown generation input {generation_input!r}; choose one of {GENERATION_INPUTS}")
         self.x_dim, self.z_dim, self.hidden = x_dim, z_dim, tuple(hidden)
+        self.generation_input = generation_input
         self.baseline = baseline
         if baseline is not None:
             baseline.requires_grad_(False)  # a fixed, pre-trained feature of x
         self.prior_net = mlp((x_dim, *hidden, 2 * z_dim))
-        self.generation_net = mlp((x_dim + z_dim, *hidden[::-1], 784))
+        self.generation_net = mlp((x_dim * (generation_input == "xz") + z_dim, *hidden[::-1], 784))
 
     def train(self, mode=True):
         super().train(mode)
@@ -124,6 +132,10 @@ class CVAE(nn.Module):
         """The conditional prior p(z | x) = N(mu_p(x~), sigma_p(x~)), a distribution over ``[batch, z_dim]``."""
         return self._prior(self.fill(x, missing))
 
+    def generate(self, x_filled, z):
+        """The logits of p(y | x, z): g(x~, z), or g(z)."""
+        return self.generation_net(concat(x_filled, z) if self.generation_input == "xz" else z)
+
     def _prior(self, x_filled):
         loc, scale = self.prior_net(x_filled).chunk(2, -1)
         return dist.Normal(loc, softplus(scale) + 1e-4).to_event(1)
@@ -137,7 +149,7 @@ class CVAE(nn.Module):
         x_filled = self.fill(x, missing)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", self._prior(x_filled))
-            logits = self.generation_net(concat(x_filled, z))
+            logits = self.generate(x_filled, z)
             return pyro.sample("y", _likelihood(logits, missing), obs=y)
 
     def predict(self, x, missing=None, num_samples=1):
@@ -145,7 +157,7 @@ class CVAE(nn.Module):
         with torch.no_grad():
             x_filled = self.fill(x, missing)
             z = self._prior(x_filled).sample((num_samples,))
-            return torch.sigmoid(self.generation_net(concat(x_filled, z)))
+            return torch.sigmoid(self.generate(x_filled, z))
 
 
 class Hybrid:
