@@ -171,3 +171,18 @@ def test_predict_samples_differ_and_lie_in_the_unit_interval():
     assert not torch.allclose(p[0], p[1])
     samples = poutine.trace(cvae.model).get_trace(x, None, miss).nodes["y"]["value"]
     assert samples.shape == (5, 784) and set(samples.unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("generation_input", ["xz", "z"])
+def test_the_generation_network_sees_the_input_only_where_the_story_says(generation_input):
+    """p(y | x, z) (Sohn et al.) reads the filled-in input and z; p(y | z) (Pyro's example) reads z alone:
+    with z held fixed, another input changes the first's likelihood and not the second's."""
+    x, y, miss = _batch()
+    cvae = CVAE(784, Z, H, Baseline(784, H), generation_input=generation_input)
+    z = torch.randn(5, Z)
+    other = observe(1 - y, miss)  # another observed quadrant, the same missing pixels
+    a, b = cvae.generate(cvae.fill(x, miss), z), cvae.generate(cvae.fill(other, miss), z)
+    assert (not torch.allclose(a, b)) if generation_input == "xz" else torch.equal(a, b)
+    assert cvae.generation_net[0].in_features == (784 + Z if generation_input == "xz" else Z)
+    with pytest.raises(ValueError, match="unknown generation input 'x'"):
+        CVAE(784, Z, H, generation_input="x")
