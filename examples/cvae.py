@@ -2,7 +2,7 @@
 
     python examples/cvae.py                          # 1, 2 and 3 observed quadrants, Pyro's protocol
     python examples/cvae.py --quadrants 2 --guide gsnn
-    python examples/cvae.py --quadrants 1 --generation-input z   # p(y | z), as Pyro's example
+    python examples/cvae.py --quadrants 1 --generation-input xz  # p(y | x, z), Sohn et al.'s generation network
     python examples/cvae.py --quadrants 1 --objective hybrid --hybrid 0.5   # Sohn et al.'s hybrid objective
     python examples/cvae.py --condition label        # y = image, x = digit label: samples per class
 
@@ -55,9 +55,10 @@ def parse_args(argv=None):
     p.add_argument("--guide", default="recognition", choices=list(GUIDES))
     p.add_argument("--hybrid", type=hybrid_weight, default=0.5,
                    help="--objective hybrid: the weight of the CVAE term (the GSNN term takes the rest)")
-    p.add_argument("--generation-input", default="xz", choices=GENERATION_INPUTS,
-                   help="what the generation network sees: xz, the filled-in input and z (Sohn et al.), "
-                        "or z alone (Pyro's example)")
+    p.add_argument("--generation-input", default=None, choices=GENERATION_INPUTS,
+                   help="what the generation network sees: z alone (p(y | z), as Pyro's example; the default for "
+                        "quadrants, 1.35 nats better on validation), or xz, the input and z (p(y | x, z), Sohn et "
+                        "al.; the default for --condition label)")
     p.add_argument("--z-dim", type=positive_int, default=200)
     p.add_argument("--hidden", type=positive_int, default=500)
     p.add_argument("--baseline-epochs", type=positive_int, default=50, help="baseline epochs at most (early stopping)")
@@ -65,6 +66,7 @@ def parse_args(argv=None):
     p.add_argument("--protocol", default="ours", choices=PROTOCOLS,
                    help="ours: 50,000 images, early stopping on 10,000; pyro: all 60,000, fixed epochs")
     args = p.parse_args(argv)
+    args.generation_input = args.generation_input or ("z" if args.condition == "quadrants" else "xz")
     if args.jit and args.condition == "label":
         p.error("argument --jit: not with --condition label (Pyro's JitTrace_ELBO cannot trace its missing = None)")
     if args.objective == "hybrid" and args.guide != "recognition":
@@ -101,7 +103,7 @@ def build(args, device, baseline=None):
     if args.condition == "quadrants" and baseline is None:
         baseline = Baseline(784, (args.hidden, args.hidden)).to(device)
     cvae = CVAE(10 if args.condition == "label" else 784, args.z_dim, (args.hidden, args.hidden), baseline,
-                getattr(args, "generation_input", "xz"))
+                args.generation_input)
     cvae = cvae.to(device)
     return cvae, make_guide(args.guide, cvae).to(device)
 
@@ -164,7 +166,8 @@ def label_figure(cvae, path, n_samples=10):
 
 
 def run_setting(args, data):
-    template = (RUN_NAMES[args.condition] + ("-gen-z" if args.generation_input == "z" else "")
+    default = "z" if args.condition == "quadrants" else "xz"  # the name says a generation input other than it
+    template = (RUN_NAMES[args.condition] + ("" if args.generation_input == default else f"-gen-{args.generation_input}")
                 + ("-pyro" if args.protocol == "pyro" else ""))
     run = experiment.start(args, "cvae", template, free=("baseline_epochs",),
                            serial_only="it trains the baseline network and then the CVAE, one after another")

@@ -60,6 +60,7 @@ from ppl_models.inference.train import (
     CheckpointNotSaved,
     CorruptCheckpoint,
     SettingsMismatch,
+    UNSTATED,
     TrainingDiverged,
     check_settings,
     fit,
@@ -439,7 +440,8 @@ def rebuild(folder, device="cpu", example=None):
     if unknown:
         raise Refused(f"{path}: settings {unknown} are not flags of examples/{name}.py; "
                       "it was written by another example")
-    vars(args).update(settings)
+    # a flag added after the run was saved: the behaviour the run had (UNSTATED), not today's default
+    vars(args).update({k: v for k, v in UNSTATED.items() if k in vars(args) and k not in settings}, **settings)
     device = torch.device(device)
     model, guide = module.build(args, device)
     model.load_state_dict(ckpt["model"])
