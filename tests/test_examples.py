@@ -342,3 +342,21 @@ def test_the_vae_s_kl_warm_up_raises_the_weight_linearly_and_names_the_run(tmp_p
     vae = load_example("vae")
     name = vae.run_template(vae.parse_args(["--warmup-epochs", "100", "--prior", "vamp"]))
     assert name.endswith("-vamp500-warmup100")
+
+
+def test_the_cvae_s_generation_input_defaults_per_task_and_an_older_run_rebuilds_as_it_was(tmp_path):
+    """Quadrant completion defaults to p(y | z), the label task to p(y | x, z); a run saved before the
+    flag existed (its settings lack it) rebuilds with the generation network it was trained with."""
+    import torch
+
+    from ppl_models.runs import experiment
+    cvae = experiment.load_example("cvae")
+    assert cvae.parse_args([]).generation_input == "z"
+    assert cvae.parse_args(["--condition", "label"]).generation_input == "xz"
+    run_example("cvae", tmp_path, "--no-progress", "--quadrants", "1", "--generation-input", "xz")
+    ckpt_path = tmp_path / "best.pt"
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    assert ckpt["settings"].pop("generation_input") == "xz"  # as a checkpoint from before the flag
+    torch.save(ckpt, ckpt_path)
+    run = experiment.rebuild(tmp_path)
+    assert run.model.generation_input == "xz" and run.model.generation_net[0].in_features == 784 + 200
