@@ -7,7 +7,7 @@ Given an input ``x`` (the observed quadrants of a digit, or a digit label), pred
     z_n ~ p(z | x)    = N(mu_p(x~_n), sigma_p(x~_n))          the conditional prior, site "z"
     y_n ~ p(y | x, z) = prod_{i missing} Bernoulli(y_ni | sigmoid(g(x~_n, z_n))_i)     site "y"
         (``generation_input="z"``: p(y | z) = Bernoulli(sigmoid(g(z_n))), as in Pyro's example,
-         where x reaches y through z alone)
+         where x reaches y through z alone; ``examples/cvae.py`` completes quadrants with it)
 
 Only the missing pixels are scored (``.mask(missing)``): the observed ones are given, not predicted.
 The quantity of interest is the conditional log-likelihood
