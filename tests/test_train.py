@@ -177,3 +177,14 @@ def test_a_torchrun_restart_continues_by_itself_and_still_refuses_another_run_s_
     with pytest.raises(SettingsMismatch, match=r"z_dim 3 \(asked: 4\)"):
         fit(model, guide, Trace_ELBO(), batches, epochs=3, out=tmp_path, progress=False, log=lambda s: None,
             settings={"z_dim": 4})
+
+
+def test_a_flag_added_after_a_run_was_saved_matches_the_behaviour_the_run_had():
+    """A checkpoint from before --warmup-epochs (or the CVAE's --generation-input) lacks the setting:
+    resuming it with today's default for what it did is allowed, with another value refused."""
+    from ppl_models.inference.train import settings_diff
+    saved = {"beta": 1.0}
+    assert settings_diff(saved, {"beta": 1.0, "warmup_epochs": 0}) == ""
+    assert settings_diff(saved, {"beta": 1.0, "generation_input": "xz"}) == ""
+    assert settings_diff(saved, {"beta": 1.0, "warmup_epochs": 5}) == "warmup_epochs unset (asked: 5)"
+    assert settings_diff(saved, {"beta": 1.0, "generation_input": "z"}) == "generation_input unset (asked: z)"
