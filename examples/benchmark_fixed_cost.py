@@ -182,10 +182,10 @@ def profile_step(step, batches, n):
     return {k: v / total for k, v in shares.items()}, 1e3 * total / n
 
 
-def time_loop(model, guide, elbo, opt, blocks, repeats):
+def time_loop(step, model, guide, elbo, blocks, repeats):
     """ms per step of the project's training loop (``fit``: one epoch over ``blocks``, the progress
     bar drawn, one checkpoint at the end of the epoch, as in every example) against the bare loop of
-    the same Pyro steps, interleaved ``repeats`` times: what the loop adds to a step."""
+    the same Pyro ``step`` (:func:`training_steps`), interleaved ``repeats`` times: what the loop adds."""
     import contextlib
     import io
     import statistics
@@ -195,13 +195,9 @@ def time_loop(model, guide, elbo, opt, blocks, repeats):
     from ppl_models.inference.train import fit
 
     def bare():
-        m, g = model.model, guide.guide
         t0 = time.perf_counter()
-        with pyro.validation_enabled(False):
-            for batch in blocks:
-                opt.zero_grad(set_to_none=True)
-                elbo.loss_and_grads(m, g, *batch)
-                opt.step()
+        for batch in blocks:
+            step(*batch)
         return time.perf_counter() - t0
 
     def loop():
@@ -286,7 +282,7 @@ def main(args):
                    "loss_pyro": same[0], "loss_hand": same[1], **({"ms_jit": jit_ms} if jit_ms else {}),
                    **({"jit_fails": jit_fails} if jit_fails else {})}
             if args.loop:
-                lt = time_loop(model, guide, elbo, opt, [batches[i % len(batches)] for i in range(max(n, 50))],
+                lt = time_loop(steps["pyro"], model, guide, elbo, [batches[i % len(batches)] for i in range(max(n, 50))],
                                args.repeats)
                 row.update(ms_bare_loop=lt["bare"], ms_fit_loop=lt["loop"])
                 print(f"  the training loop: {lt['loop']:.2f} ms a step against {lt['bare']:.2f} ms bare "

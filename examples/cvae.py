@@ -44,6 +44,7 @@ hybrid_weight = ranged(float, lambda v: 0 < v < 1,
                        "strictly between 0 and 1 (for 1 use --objective elbo, for 0 --guide gsnn)")
 RUN_NAMES = {"quadrants": "q{quadrants}-{targets}-{guide}-z{z_dim}", "label": "label-{targets}-{guide}-z{z_dim}"}
 PROTOCOLS = ("ours", "pyro")
+GENERATION = {"quadrants": "z", "label": "xz"}  # the default generation input of each task (validation)
 
 
 def parse_args(argv=None):
@@ -67,7 +68,7 @@ def parse_args(argv=None):
     p.add_argument("--protocol", default="ours", choices=PROTOCOLS,
                    help="ours: 50,000 images, early stopping on 10,000; pyro: all 60,000, fixed epochs")
     args = p.parse_args(argv)
-    args.generation_input = args.generation_input or ("z" if args.condition == "quadrants" else "xz")
+    args.generation_input = args.generation_input or GENERATION[args.condition]
     if args.jit and args.condition == "label":
         p.error("argument --jit: not with --condition label (Pyro's JitTrace_ELBO cannot trace its missing = None)")
     if args.objective == "hybrid" and args.guide != "recognition":
@@ -167,8 +168,8 @@ def label_figure(cvae, path, n_samples=10):
 
 
 def run_setting(args, data):
-    default = "z" if args.condition == "quadrants" else "xz"  # the name says a generation input other than it
-    template = (RUN_NAMES[args.condition] + ("" if args.generation_input == default else f"-gen-{args.generation_input}")
+    gen = args.generation_input  # the name says a generation input other than the task's default
+    template = (RUN_NAMES[args.condition] + ("" if gen == GENERATION[args.condition] else f"-gen-{gen}")
                 + ("-pyro" if args.protocol == "pyro" else ""))
     run = experiment.start(args, "cvae", template, free=("baseline_epochs",),
                            serial_only="it trains the baseline network and then the CVAE, one after another")

@@ -90,11 +90,14 @@ class M2Objective:
     def _elbo(self, y):
         return self.elbo if y is None else self.labeled_elbo
 
+    @staticmethod
+    def _args(x, y):
+        return (x,) if y is None else (x, y)  # no None among the arguments: Pyro's JIT ELBOs cannot trace it
+
     def loss_and_grads(self, model, guide, x, y=None, **kwargs):
         """The ELBO's loss (a float), plus on labelled batches the classification term as a tensor
         left on the device: reading it here would cost a second host-device sync per step."""
-        args = (x,) if y is None else (x, y)  # no None among the arguments: Pyro's JIT ELBOs cannot trace it
-        loss = self._elbo(y).loss_and_grads(model, guide, *args, **kwargs)
+        loss = self._elbo(y).loss_and_grads(model, guide, *self._args(x, y), **kwargs)
         if y is not None and self.alpha > 0:
             aux = self.alpha * cross_entropy(self.classifier(x), y, reduction="sum")
             aux.backward()
@@ -103,7 +106,7 @@ class M2Objective:
 
     def loss(self, model, guide, x, y=None, **kwargs):
         with torch.no_grad():
-            loss = self._elbo(y).loss(model, guide, *((x,) if y is None else (x, y)), **kwargs)
+            loss = self._elbo(y).loss(model, guide, *self._args(x, y), **kwargs)
             if y is not None and self.alpha > 0:
                 loss += self.alpha * cross_entropy(self.classifier(x), y, reduction="sum").item()
         return loss
