@@ -173,6 +173,22 @@ def test_predict_samples_differ_and_lie_in_the_unit_interval():
     assert samples.shape == (5, 784) and set(samples.unique().tolist()) <= {0.0, 1.0}
 
 
+@pytest.mark.parametrize("inputs", ["xy", "y"])
+def test_the_recognition_network_sees_the_input_only_where_asked(inputs):
+    """q(z | x, y) on ``[x, y]`` reads both; on ``y`` alone another x with the same target leaves it as it was."""
+    x, y, miss = _batch()
+    guide = make_guide("recognition", CVAE(784, Z, H, Baseline(784, H)), H, inputs=inputs)
+
+    def q(x_):
+        return poutine.trace(guide.guide).get_trace(x_, y, miss).nodes["z"]["fn"].base_dist.loc
+
+    other = torch.rand_like(x)  # another input, the same target
+    assert torch.equal(q(x), q(other)) == (inputs == "y")
+    assert guide.net[0].in_features == (784 + 784 if inputs == "xy" else 784)
+    with pytest.raises(ValueError, match="unknown recognition input 'x'"):
+        make_guide("recognition", CVAE(784, Z, H), H, inputs="x")
+
+
 @pytest.mark.parametrize("generation_input", ["xz", "z"])
 def test_the_generation_network_sees_the_input_only_where_the_story_says(generation_input):
     """p(y | x, z) (Sohn et al.) reads the filled-in input and z; p(y | z) (Pyro's example) reads z alone:

@@ -344,19 +344,27 @@ def test_the_vae_s_kl_warm_up_raises_the_weight_linearly_and_names_the_run(tmp_p
     assert name.endswith("-vamp500-warmup100")
 
 
-def test_the_cvae_s_generation_input_defaults_per_task_and_an_older_run_rebuilds_as_it_was(tmp_path):
-    """Quadrant completion defaults to p(y | z), the label task to p(y | x, z); a run saved before the
-    flag existed (its settings lack it) rebuilds with the generation network it was trained with."""
+def test_the_cvae_s_network_inputs_default_per_task_and_an_older_run_rebuilds_as_it_was(tmp_path):
+    """Quadrant completion defaults to p(y | z) and q(z | y), the label task to p(y | x, z) and
+    q(z | x, y); a run saved before the flags existed (its settings lack them) rebuilds with the
+    networks it was trained with, and its name says the inputs that are not the task's default."""
     import torch
 
     from ppl_models.runs import experiment
     cvae = experiment.load_example("cvae")
-    assert cvae.parse_args([]).generation_input == "z"
-    assert cvae.parse_args(["--condition", "label"]).generation_input == "xz"
-    run_example("cvae", tmp_path, "--no-progress", "--quadrants", "1", "--generation-input", "xz")
+    args = cvae.parse_args([])
+    assert (args.generation_input, args.recognition_input) == ("z", "y")
+    args = cvae.parse_args(["--condition", "label"])
+    assert (args.generation_input, args.recognition_input) == ("xz", "xy")
+    run_example("cvae", tmp_path, "--no-progress", "--quadrants", "1", "--generation-input", "xz",
+                "--recognition-input", "xy")
+    assert cvae.run_template(cvae.parse_args(["--generation-input", "xz", "--recognition-input", "xy"])) == \
+        "q{quadrants}-{targets}-{guide}-z{z_dim}-gen-xz-rec-xy"
     ckpt_path = tmp_path / "best.pt"
     ckpt = torch.load(ckpt_path, weights_only=False)
-    assert ckpt["settings"].pop("generation_input") == "xz"  # as a checkpoint from before the flag
+    assert ckpt["settings"].pop("generation_input") == "xz"  # as a checkpoint from before the flags
+    assert ckpt["settings"].pop("recognition_input") == "xy"
     torch.save(ckpt, ckpt_path)
     run = experiment.rebuild(tmp_path)
     assert run.model.generation_input == "xz" and run.model.generation_net[0].in_features == 784 + 200
+    assert run.guide.inputs == "xy" and run.guide.net[0].in_features == 784 + 784

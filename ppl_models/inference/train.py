@@ -61,7 +61,7 @@ class SettingsMismatch(ValueError):
 # defaults (the behaviour those runs had), and a retired flag at the value that is now the only one.
 UNSTATED = {"objective": "elbo", "particles": 1, "renyi_alpha": 0.5, "prior": "standard", "prior_components": None,
             "layers": 1, "activation": "relu", "form": "m2", "protocol": "ours", "generation_input": "xz",
-            "warmup_epochs": 0,
+            "recognition_input": "xy", "warmup_epochs": 0,
             "elbo": "trace"}
 
 
