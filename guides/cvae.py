@@ -20,7 +20,6 @@ from torch.nn.functional import softplus
 from guides import build
 from ppl_models.nets import concat, mlp
 
-
 RECOGNITION_INPUTS = ("xy", "y")  # what q(z | x, y)'s network sees: the input beside the target, or the target
 
 
