@@ -50,6 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--a-dim", type=positive_int, default=None,
                    help="adgm, sdgm: the auxiliary variable's size (default 100)")
     p.add_argument("--hidden", type=positive_int, default=500)
+    p.add_argument("--labeled-batch-size", type=positive_int, default=None,
+                   help="labelled images in the batch that follows each unlabelled one (default: --batch-size, "
+                        "or all the labelled images where there are fewer)")
     p.add_argument("--alpha", type=nonnegative_float, default=50.0, help="weight of the classification term per image")
     p.add_argument("--optim", default="adam", choices=["adam", "rmsprop"])
     p.add_argument("--seeds", type=positive_int, default=1, help="run this many label draws (seeds --seed.. --seed+K-1)")
@@ -66,10 +69,12 @@ def parse_args(argv=None):
 
 
 class PairedBatches:
-    """One epoch: every unlabelled batch once, each followed by a labelled batch (labelled set cycled)."""
+    """One epoch: every unlabelled batch once, each followed by a labelled batch of ``labeled_batch_size``
+    (default ``batch_size``; at most the labelled set), the labelled set cycled in fresh orders."""
 
-    def __init__(self, x_lab, y_lab, x_unlab, batch_size):
+    def __init__(self, x_lab, y_lab, x_unlab, batch_size, labeled_batch_size=None):
         self.x_lab, self.y_lab, self.x_unlab, self.bs = x_lab, y_lab, x_unlab, batch_size
+        self.bs_l = min(labeled_batch_size or batch_size, len(x_lab))
 
     def __len__(self):
         return 2 * -(-len(self.x_unlab) // self.bs)
@@ -78,7 +83,7 @@ class PairedBatches:
         dev = self.x_unlab.device
         perm_u = torch.randperm(len(self.x_unlab), device=dev)
         n_lab_batches = len(self) // 2
-        bs_l = min(self.bs, len(self.x_lab))
+        bs_l = self.bs_l
         reps = -(-n_lab_batches * bs_l // len(self.x_lab))
         perm_l = torch.cat([torch.randperm(len(self.x_lab), device=dev) for _ in range(reps)])
         for i in range(n_lab_batches):
@@ -110,7 +115,9 @@ def build(args, device):
 
 
 def run_one(args, data):
-    run = experiment.start(args, "ssvae", RUN_NAME if args.form == "m2" else "{form}-a{a_dim}-" + RUN_NAME)
+    name = (RUN_NAME if args.form == "m2" else "{form}-a{a_dim}-" + RUN_NAME) + ("-lb{labeled_batch_size}"
+                                                                               if args.labeled_batch_size else "")
+    run = experiment.start(args, "ssvae", name)
     train, valid, test = data
     lab, unlab = labeled_indices(train.y[:N_TRAIN], args.labeled, seed=args.seed)
     lab, unlab = lab.to(run.device), unlab.to(run.device)
@@ -120,7 +127,7 @@ def run_one(args, data):
     else:
         elbo = TraceGraph_ELBO() if args.guide == "sample" else TraceEnum_ELBO(max_plate_nesting=1)
     objective = M2Objective(guide.classifier, args.alpha, elbo, JitTrace_ELBO() if args.jit else None)
-    batches = PairedBatches(train.x[lab], train.y[lab], train.x[unlab], args.batch_size)
+    batches = PairedBatches(train.x[lab], train.y[lab], train.x[unlab], args.batch_size, args.labeled_batch_size)
 
     def validate():
         return {"valid_error": error_rate(guide, valid.x, valid.y)[0]}

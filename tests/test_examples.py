@@ -124,7 +124,8 @@ def test_bad_flags_are_one_line_and_exit_2(script, args, message, tmp_path):
 
 
 def test_ssvae_sample_guide_smoke(tmp_path):
-    out = run_example("ssvae", tmp_path, "--no-progress", "--guide", "sample", "--labeled", "100")
+    out = run_example("ssvae", tmp_path, "--no-progress", "--guide", "sample", "--labeled", "100",
+                      "--labeled-batch-size", "10")
     assert "test error" in out
     assert (tmp_path / "confusion.png").exists()
     r = json.loads((tmp_path / "results.json").read_text())
@@ -132,6 +133,7 @@ def test_ssvae_sample_guide_smoke(tmp_path):
     n = r["metrics"]["test_images_classified"]
     assert 0 <= r["metrics"]["test_error"] <= 1 and abs(r["metrics"]["test_error"] * n - round(r["metrics"]["test_error"] * n)) < 1e-4
     assert r["settings"]["guide"] == "sample" and r["metrics"]["test_log_px"] < 0
+    assert r["settings"]["labeled_batch_size"] == 10
     judged(tmp_path, conditional=True)  # p(x | y, z) as a generator of the digit asked for
 
 

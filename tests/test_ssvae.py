@@ -124,3 +124,21 @@ def test_split_first_layer_equals_concatenation():
     assert torch.allclose(guide.encode(x, y), expect, atol=1e-6)
     # enumerated labels [10, 1] broadcast against the batch
     assert guide.z_params(x, torch.arange(10)[:, None])[0].shape == (10, 4, Z)
+
+
+@pytest.mark.parametrize("labeled_batch_size, expected", [(None, 20), (7, 7), (500, 20)])
+def test_each_unlabelled_batch_is_followed_by_a_labelled_batch_of_the_size_asked(labeled_batch_size, expected):
+    """``--labeled-batch-size``: the labelled batches hold that many images (at most the labelled set),
+    every unlabelled image comes once an epoch, and the labelled set is cycled, each image as often
+    as the others to within one."""
+    from ppl_models.runs.experiment import load_example
+    paired = load_example("ssvae").PairedBatches
+    x_lab, y_lab, x_unlab = torch.rand(20, 784), torch.arange(20) % 10, torch.rand(250, 784)
+    torch.manual_seed(0)
+    batches = list(paired(x_lab, y_lab, x_unlab, 50, labeled_batch_size))
+    unlab, lab = batches[0::2], batches[1::2]
+    assert len(batches) == 10 and all(y is None for _, y in unlab) and len(lab) == 5
+    assert all(len(x) == len(y) == expected for x, y in lab)
+    assert sum(len(x) for x, _ in unlab) == 250
+    seen = torch.cat([y for _, y in lab]).bincount(minlength=10)  # two images per label
+    assert seen.max() - seen.min() <= 2
