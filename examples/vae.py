@@ -82,6 +82,9 @@ def parse_args(argv=None):
                    "VampPrior, or a flow (ppl_models/priors.py)")
     p.add_argument("--prior-components", type=positive_int, default=None,
                    help="mog: components (default 10), vamp: pseudo-inputs (500), flow: layers (2)")
+    p.add_argument("--vamp-init", default=None, choices=["data"],
+                   help="--prior vamp: start the pseudo-inputs at training images drawn with the seed (the VampPrior "
+                        "code's --use_training_data_init; default: every pixel near 0.1)")
     p.add_argument("--valid-every", type=positive_int, default=5)  # validation draws from the RNG stream too
     args = p.parse_args(argv)
     kind, _ = parse_dataset(args.dataset)
@@ -94,6 +97,8 @@ def parse_args(argv=None):
     args.likelihood = args.likelihood or ("gaussian" if args.binarize == "grey" else "bernoulli")
     if args.likelihood == "bernoulli" and args.binarize == "grey":
         p.error("a Bernoulli likelihood needs binarised data: use --binarize dynamic or static")
+    if args.vamp_init and args.prior != "vamp":
+        p.error("--vamp-init starts the VampPrior's pseudo-inputs: it needs --prior vamp")
     if args.prior == "vamp" and args.guide not in GAUSSIAN_GUIDES:
         p.error(f"--prior vamp mixes the guide's Gaussian posteriors: use --guide {' or '.join(GAUSSIAN_GUIDES)}")
     if args.layers == 2 and (args.decoder != "mlp" or args.likelihood != "bernoulli" or kind not in ("mnist", "fashion-mnist")
@@ -121,7 +126,7 @@ def run_template(args):
                                                     "-h" + "-".join(map(str, args.hidden)))
     variant += ("" if args.activation == "relu" else f"-{args.activation}") + (
         "" if args.prior == "standard" else f"-{args.prior}{args.prior_components or COMPONENTS[args.prior]}")
-    variant += f"-warmup{args.warmup_epochs}" if args.warmup_epochs else ""
+    variant += ("-init-data" if args.vamp_init else "") + (f"-warmup{args.warmup_epochs}" if args.warmup_epochs else "")
     kind, path = parse_dataset(args.dataset)
     c, size, _ = shape_of(args)
     if kind in ("mnist", "fashion-mnist"):
@@ -186,6 +191,12 @@ def main(args):
         raise Refused(f"{args.dataset}: {len(train)} training images, fewer than --batch-size {args.batch_size}; "
                       "use a smaller --batch-size or more images")
     model, guide = build(args, run.device)
+    if args.vamp_init:  # a resumed run's checkpoint then replaces them with the trained ones
+        if len(model.p_z.raw_inputs) > len(train.x):
+            raise Refused(f"--vamp-init data: {len(model.p_z.raw_inputs)} pseudo-inputs, {len(train.x)} training "
+                          "images; use fewer --prior-components")
+        pick = torch.randperm(len(train.x), generator=torch.Generator().manual_seed(args.seed))[:len(model.p_z.raw_inputs)]
+        model.p_z.start_at(train.x[pick.to(train.x.device)])
     elbo = make_objective(args.objective, args.particles, args.renyi_alpha, jit=args.jit)
     has_density = args.guide != "delta"  # a point-mass guide has no density to importance-sample with
     validate = experiment.validation(model, guide, valid.x, particles="plate") if has_density else dict

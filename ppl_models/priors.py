@@ -57,6 +57,16 @@ class VampPrior(nn.Module):
         self._posterior[:] = [posterior]
         return self
 
+    def start_at(self, images, margin=0.05):
+        """Start the pseudo-inputs at K images ``[K, x_dim]`` (pixels in [0, 1], kept ``margin`` from 0
+        and 1, where the sigmoid would not let them move), in place of pixels near 0.1: the components
+        then differ from the first step, where at pixels near 0.1 they are all nearly one Gaussian."""
+        if images.shape != self.raw_inputs.shape:
+            raise ValueError(f"the VampPrior starts at {tuple(self.raw_inputs.shape)} images, got {tuple(images.shape)}")
+        with torch.no_grad():
+            self.raw_inputs.copy_(torch.logit(images.clamp(margin, 1 - margin)))
+        return self
+
     def pseudo_inputs(self):
         """The K pseudo-inputs u_k, pixels in (0, 1): ``[K, x_dim]``."""
         return torch.sigmoid(self.raw_inputs)

@@ -247,6 +247,7 @@ def test_cvae_hybrid_weight_at_an_end_is_rejected(tmp_path):
     ("draw", ["--particles", "5"], "--particles: one particle only here"),
     ("vae", ["--objective", "hybrid"], "argument --objective: invalid choice: 'hybrid'"),
     ("vae", ["--prior", "vamp", "--guide", "iaf"], "--prior vamp mixes the guide's Gaussian posteriors"),
+    ("vae", ["--vamp-init", "data"], "--vamp-init starts the VampPrior's pseudo-inputs: it needs --prior vamp"),
     ("vae", ["--guide", "delta", "--beta", "0", "--objective", "iwae", "--particles", "5"], "a point mass"),
 ])
 def test_objectives_and_priors_that_do_not_apply_are_one_line(script, args, message, tmp_path):
@@ -274,7 +275,7 @@ def test_the_objective_and_the_prior_name_the_run_folder(flags, folder):
 @pytest.mark.parametrize("flags", [  # iwae and dreg, and every prior, train in tests/test_guides_lab.py too
     ["--objective", "stl", "--particles", "2", "--prior", "flow"],
     ["--objective", "renyi", "--renyi-alpha", "0.5", "--particles", "2", "--prior", "mog"],
-    ["--objective", "meanfield", "--prior", "vamp", "--prior-components", "5"],
+    ["--objective", "meanfield", "--prior", "vamp", "--prior-components", "5", "--vamp-init", "data"],
 ])
 def test_every_objective_and_prior_trains_the_vae(flags, tmp_path):
     run_example("vae", tmp_path, "--no-progress", "--hidden", "32", *flags)
@@ -344,6 +345,8 @@ def test_the_vae_s_kl_warm_up_raises_the_weight_linearly_and_names_the_run(tmp_p
     vae = load_example("vae")
     name = vae.run_template(vae.parse_args(["--warmup-epochs", "100", "--prior", "vamp"]))
     assert name.endswith("-vamp500-warmup100")
+    name = vae.run_template(vae.parse_args(["--warmup-epochs", "5", "--prior", "vamp", "--vamp-init", "data"]))
+    assert name.endswith("-vamp500-init-data-warmup5")
 
 
 def test_the_cvae_s_network_inputs_default_per_task_and_an_older_run_rebuilds_as_it_was(tmp_path):

@@ -147,6 +147,18 @@ def test_make_objective_names_and_refusals():
         ImportanceWeighted(5, "dreg", alpha=0.5)
 
 
+def test_the_vampprior_starts_at_the_images_it_is_given():
+    """``start_at``: the pseudo-inputs are the images, kept 0.05 from 0 and 1; other shapes are refused."""
+    from ppl_models.priors import VampPrior
+    prior = VampPrior(3, 784, components=4)
+    images = torch.rand(4, 784)
+    images[0, :10], images[1, :10] = 0.0, 1.0
+    prior.start_at(images)
+    assert torch.allclose(prior.pseudo_inputs(), images.clamp(0.05, 0.95), atol=1e-6)
+    with pytest.raises(ValueError, match=r"starts at \(4, 784\) images, got \(3, 784\)"):
+        prior.start_at(images[:3])
+
+
 def test_the_vampprior_density_is_the_explicit_mixture_of_the_guide_s_posteriors():
     from guides.vae import make_guide
     from ppl_models.vae import VAE
