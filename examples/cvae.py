@@ -1,7 +1,7 @@
 """Structured output prediction with the conditional VAE (Sohn et al. 2015): quadrant completion.
 
     python examples/cvae.py                          # 1, 2 and 3 observed quadrants (our protocol)
-    python examples/cvae.py --protocol pyro --quadrants 1 --baseline-epochs 14 --epochs 20   # as Pyro's example
+    python examples/cvae.py --protocol pyro --quadrants 1 --baseline-epochs 14 --epochs 41   # as Pyro's example
     python examples/cvae.py --quadrants 2 --guide gsnn
     python examples/cvae.py --quadrants 1 --generation-input xz  # p(y | x, z), Sohn et al.'s generation network
     python examples/cvae.py --quadrants 1 --recognition-input xy # q(z | x, y) on the input beside the image
