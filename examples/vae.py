@@ -192,10 +192,11 @@ def main(args):
                       "use a smaller --batch-size or more images")
     model, guide = build(args, run.device)
     if args.vamp_init:  # a resumed run's checkpoint then replaces them with the trained ones
-        if len(model.p_z.raw_inputs) > len(train.x):
-            raise Refused(f"--vamp-init data: {len(model.p_z.raw_inputs)} pseudo-inputs, {len(train.x)} training "
-                          "images; use fewer --prior-components")
-        pick = torch.randperm(len(train.x), generator=torch.Generator().manual_seed(args.seed))[:len(model.p_z.raw_inputs)]
+        k = len(model.p_z.raw_inputs)
+        if k > len(train.x):
+            raise Refused(f"--vamp-init data: {k} pseudo-inputs, {len(train.x)} training images; "
+                          "use fewer --prior-components")
+        pick = torch.randperm(len(train.x), generator=torch.Generator().manual_seed(args.seed))[:k]
         model.p_z.start_at(train.x[pick.to(train.x.device)])
     elbo = make_objective(args.objective, args.particles, args.renyi_alpha, jit=args.jit)
     has_density = args.guide != "delta"  # a point-mass guide has no density to importance-sample with

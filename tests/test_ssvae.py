@@ -129,8 +129,8 @@ def test_split_first_layer_equals_concatenation():
 @pytest.mark.parametrize("labeled_batch_size, expected", [(None, 20), (7, 7), (500, 20)])
 def test_each_unlabelled_batch_is_followed_by_a_labelled_batch_of_the_size_asked(labeled_batch_size, expected):
     """``--labeled-batch-size``: the labelled batches hold that many images (at most the labelled set),
-    every unlabelled image comes once an epoch, and the labelled set is cycled, each image as often
-    as the others to within one."""
+    every unlabelled image comes once an epoch, and the labelled set is cycled: each label (two images
+    here) comes as often as the others to within two."""
     from ppl_models.runs.experiment import load_example
     paired = load_example("ssvae").PairedBatches
     x_lab, y_lab, x_unlab = torch.rand(20, 784), torch.arange(20) % 10, torch.rand(250, 784)
