@@ -55,3 +55,37 @@ def run_in_process(script, argv, cwd=ROOT):
         sys.argv[0] = program
         pyro.clear_param_store()
     return printed.getvalue()
+
+
+def refused_in_process(script, argv, cwd=ROOT, code=2):
+    """Run ``examples/<script>.py ARGV`` as :func:`run_in_process` does, for a command that must be
+    refused: it exits with ``code`` (2 for the command, 1 for the data; ``None``: any but 0), one line on stderr, no
+    traceback (an exception that escapes the example's one-line handling fails the test). Returns
+    that line. A few refusals stay real processes (``tests/test_examples.py``'s ``refused``), which also
+    see what the interpreter itself would print."""
+    import contextlib
+    import io
+    import os
+
+    from ppl_models.runs import experiment
+
+    module = experiment.load_example(script)
+    err, here, program = io.StringIO(), os.getcwd(), sys.argv[0]
+    os.chdir(cwd)
+    sys.argv[0] = f"{script}.py"
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            parse = getattr(module, "parse_args", None) or module.parser().parse_args
+            experiment.cli(module.main, parse, [str(a) for a in argv])
+    except SystemExit as e:
+        assert (e.code == code) if code is not None else e.code not in (0, None), \
+            f"{script}.py exited {e.code}, not {code or 'non-zero'}: {err.getvalue()[-2000:]}"
+    else:
+        raise AssertionError(f"{script}.py {' '.join(map(str, argv))} was not refused")
+    finally:
+        os.chdir(here)
+        sys.argv[0] = program
+        pyro.clear_param_store()
+    lines = err.getvalue().strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err.getvalue(), err.getvalue()
+    return lines[0]

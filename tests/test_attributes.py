@@ -1,12 +1,12 @@
 """Morpho-MNIST measures on synthetic strokes of known width and angle, and attribute vectors end to end."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_in_process
 from skimage.draw import polygon
 
 from ppl_models.data.morpho import measure, skeleton_length, slant, thickness
@@ -69,10 +69,9 @@ def test_measure_takes_flat_batches():
 
 
 def run(script, *args):
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / f"{script}.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT, env=os.environ)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return proc.stdout
+    """``python examples/<script>.py ARGS`` in this process (its command-line path); what it printed.
+    (The refusal below runs ``attributes.py`` as a process of its own.)"""
+    return run_in_process(script, args)
 
 
 def test_attribute_vectors_on_mnist_end_to_end(tmp_path):

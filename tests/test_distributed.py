@@ -14,6 +14,7 @@ from ppl_models.inference import distributed
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 import ddp_worker  # noqa: E402
+from conftest import refused_in_process  # noqa: E402
 
 
 def torchrun(*args, nproc=2, restarts=0, env=None):
@@ -61,9 +62,11 @@ def _initial():
 
 
 def test_a_data_parallel_run_resumes_where_it_stopped(tmp_path):
-    torchrun(ROOT / "tests" / "ddp_worker.py", tmp_path / "straight", 2)
+    """Two epochs in two pieces (a 2-process run stopped after one epoch, then resumed by 2 processes)
+    end where one uninterrupted run ends (here one process, which a 2-process run equals: the first test)."""
     torchrun(ROOT / "tests" / "ddp_worker.py", tmp_path / "pieces", 1)
     torchrun(ROOT / "tests" / "ddp_worker.py", tmp_path / "pieces", 2, "resume")
+    ddp_worker.train(tmp_path / "straight", 2)
     assert_close(params(tmp_path / "straight")[1], params(tmp_path / "pieces")[1])
     ckpt = torch.load(tmp_path / "pieces" / "checkpoint.pt", weights_only=False)
     assert ckpt["epoch"] == 2 and len(ckpt["rng_ranks"]) == 2 and ckpt["rng_shared"] is not None
@@ -88,18 +91,28 @@ def test_an_example_trains_under_torchrun_and_rank_0_alone_writes(tmp_path):
     assert {"results.json", "checkpoint.pt", "samples.png"} <= {p.name for p in (tmp_path / "vae").iterdir()}
 
 
-@pytest.mark.parametrize("example, flags", [("cvae", []), ("guides_lab", ["--model", "vae"]),
-                                            ("ssvae", ["--seeds", "2"])])
-def test_examples_that_cannot_train_data_parallel_say_why(example, flags, tmp_path):
+def test_an_example_that_cannot_train_data_parallel_says_why_under_torchrun(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "examples" / f"{example}.py"), "--smoke", "--out", str(tmp_path), *flags]
+           str(ROOT / "examples" / "cvae.py"), "--smoke", "--out", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
-    assert proc.returncode != 0 and ("does not train data-parallel" in proc.stderr or
-                                     "under torchrun one command trains one model" in proc.stderr)
-    assert not (tmp_path / "seed0" / "checkpoint.pt").exists()  # refused before training
-    assert "ppl_models/" not in proc.stderr and "examples/" + example not in proc.stderr.split("error:")[0]
+    assert proc.returncode != 0 and "cvae does not train data-parallel" in proc.stderr
+    assert not list(tmp_path.rglob("checkpoint.pt"))  # refused before training
+    assert "ppl_models/" not in proc.stderr and "examples/cvae" not in proc.stderr.split("error:")[0]
     # (torchrun prints its own report of the failed children; the examples print one line each)
+
+
+@pytest.mark.parametrize("example, flags, message", [
+    ("guides_lab", ["--model", "vae"], "the guides lab does not train data-parallel"),
+    ("ssvae", ["--seeds", "2"], "under torchrun one command trains one model")])
+def test_the_other_examples_that_cannot_train_data_parallel_say_why(example, flags, message, tmp_path, monkeypatch):
+    """As torchrun's rank 0 would see it (its environment), in this process: no MASTER_ADDR, so a
+    command that went on to join a process group would fail at once instead of waiting for rank 1."""
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    assert message in refused_in_process(example, ["--smoke", "--out", tmp_path, *flags], code=None)
+    assert not list(tmp_path.rglob("checkpoint.pt"))
 
 
 def test_a_worker_killed_mid_epoch_is_restarted_by_torchrun_and_the_run_ends_as_an_uninterrupted_one(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import run_in_process
+from conftest import refused_in_process, run_in_process
 
 from ppl_models.runs import compare, experiment
 
@@ -16,17 +16,20 @@ SCHEMA_KEYS = {"schema", "example", "run", "settings", "device", "hardware", "ve
                "train_seconds", "eval_seconds", "eval_only", "earlier_test_scores", "metrics"}
 
 
-def run(script, *args, cwd, ok=True):
-    """A smoke run of an example: in this process when it must succeed, in its own when it must be
-    refused (its exit status and one-line stderr are what is checked)."""
+def run(script, *args, cwd, ok=True, own_process=False):
+    """A smoke run of an example by its command-line path, in this process: one that must succeed, or
+    one that must be refused (a non-zero exit, one line on stderr, no traceback); ``own_process``: as
+    ``python examples/<script>.py`` in a process of its own."""
+    argv = ["--smoke", "--no-progress", *args]
+    if own_process:
+        proc = subprocess.run([sys.executable, str(ROOT / "examples" / f"{script}.py"), *map(str, argv)],
+                              capture_output=True, text=True, cwd=cwd, timeout=300)
+        assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert (proc.returncode == 0) == ok, proc.stdout[-1500:] + proc.stderr[-1500:]
+        return proc
     if ok:
-        return SimpleNamespace(stdout=run_in_process(script, ["--smoke", "--no-progress", *args], cwd), stderr="",
-                               returncode=0)
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / f"{script}.py"), "--smoke", "--no-progress",
-                           *args], capture_output=True, text=True, cwd=cwd, timeout=300)
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert (proc.returncode == 0) == ok, proc.stdout[-1500:] + proc.stderr[-1500:]
-    return proc
+        return SimpleNamespace(stdout=run_in_process(script, argv, cwd), stderr="", returncode=0)
+    return SimpleNamespace(stdout="", stderr=refused_in_process(script, argv, cwd, code=None) + "\n", returncode=1)
 
 
 def results(folder):
@@ -144,7 +147,7 @@ def test_a_run_held_in_subfolders_is_refused_and_rescored(tmp_path):
 def test_a_corrupt_checkpoint_or_a_file_as_out_is_one_line(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "checkpoint.pt").write_bytes(b"half a file")
-    err = run("vae", "--out", str(tmp_path / "run"), "--resume", cwd=tmp_path, ok=False).stderr
+    err = run("vae", "--out", str(tmp_path / "run"), "--resume", cwd=tmp_path, ok=False, own_process=True).stderr
     assert "corrupt" in err and len(err.strip().splitlines()) == 1
     (tmp_path / "file").write_text("x")
     err = run("vae", "--out", str(tmp_path / "file"), cwd=tmp_path, ok=False).stderr

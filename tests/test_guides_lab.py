@@ -1,12 +1,10 @@
-"""The guides lab end to end at smoke size, for every model."""
+"""The guides lab end to end at smoke size, for every model (in this process, by its command-line path;
+``tests/test_examples.py`` runs one lab as a process of its own)."""
 import csv
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import refused_in_process, run_in_process
 
-ROOT = Path(__file__).resolve().parents[1]
 LABS = {  # model -> extra flags (a subset of guides where the whole registry would only cost time)
     "vae": ["--guides", "diag", "fullcov", "spline"],
     "ssvae": ["--guides", "mlp", "sample"],
@@ -19,10 +17,8 @@ LABS = {  # model -> extra flags (a subset of guides where the whole registry wo
 
 @pytest.mark.parametrize("model", sorted(LABS))
 def test_guides_lab_smoke(model, tmp_path):
-    cmd = [sys.executable, str(ROOT / "examples" / "guides_lab.py"), "--model", model, "--smoke", "--no-progress",
-           "--out", str(tmp_path / "lab"), *LABS[model]]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    run_in_process("guides_lab", ["--model", model, "--smoke", "--no-progress", "--out", tmp_path / "lab", *LABS[model]],
+                   cwd=tmp_path)
     lab = tmp_path / "lab"
     assert {"lab.md", "lab.csv", "lab.png"} <= {p.name for p in lab.iterdir()}
     rows = list(csv.DictReader(open(lab / "lab.csv")))
@@ -39,18 +35,15 @@ def test_guides_lab_smoke(model, tmp_path):
 
 
 def test_an_unknown_guide_is_refused(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "guides_lab.py"), "--model", "vae", "--guides",
-                           "gauss", "--smoke"], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 2 and "--guides: unknown ['gauss']" in proc.stderr and "Traceback" not in proc.stderr
+    assert "--guides: unknown ['gauss']" in refused_in_process("guides_lab", ["--model", "vae", "--guides", "gauss",
+                                                                         "--smoke"], cwd=tmp_path)
 
 
 @pytest.mark.parametrize("vary, values", [("objective", ["iwae:1", "iwae:4", "dreg:4"]),
                                           ("prior", ["standard", "mog:3", "vamp:5", "flow:1"])])
 def test_the_lab_varies_the_objective_or_the_prior_at_one_budget(vary, values, tmp_path):
-    cmd = [sys.executable, str(ROOT / "examples" / "guides_lab.py"), "--model", "vae", "--vary", vary, "--values",
-           *values, "--smoke", "--no-progress", "--gap-images", "0", "--out", str(tmp_path / "lab"), "--hidden", "32"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    run_in_process("guides_lab", ["--model", "vae", "--vary", vary, "--values", *values, "--smoke", "--no-progress",
+                                  "--gap-images", "0", "--out", tmp_path / "lab", "--hidden", "32"], cwd=tmp_path)
     rows = list(csv.DictReader(open(tmp_path / "lab" / "lab.csv")))
     assert [r[vary] for r in rows] == [v.split(":")[0] for v in values]
     assert all(float(r["test_log_px"]) < 0 for r in rows)
@@ -62,6 +55,5 @@ def test_the_lab_varies_the_objective_or_the_prior_at_one_budget(vary, values, t
 
 
 def test_a_malformed_value_of_the_varied_part_is_refused(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "guides_lab.py"), "--model", "vae", "--vary",
-                           "objective", "--values", "iwae:x", "--smoke"], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 2 and "K must be a positive integer" in proc.stderr and "Traceback" not in proc.stderr
+    assert "K must be a positive integer" in refused_in_process("guides_lab", ["--model", "vae", "--vary", "objective",
+                                                                           "--values", "iwae:x", "--smoke"], cwd=tmp_path)

@@ -2,12 +2,9 @@
 its resume) in MLflow's local store and in TensorBoard's event files, a sweep and a lab tracked run by
 run, and a tracker that is not installed refused in one line."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import run_in_process
 
 mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("tensorboard")
@@ -16,14 +13,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from ppl_models.runs import tracking  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(script, *args, cwd, env=None):
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / f"{script}.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=600, cwd=cwd, env={**os.environ, **(env or {})})
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return proc
+def run(script, *args, cwd):
+    """``python examples/<script>.py ARGS`` from ``cwd``, in this process (the sweep starts its runs as
+    processes of their own)."""
+    return run_in_process(script, args, cwd=cwd)
 
 
 def runs_of(uri, experiment):
@@ -32,7 +25,8 @@ def runs_of(uri, experiment):
     return client, (client.search_runs([exp.experiment_id]) if exp else [])
 
 
-def test_a_vae_run_and_its_resume_are_one_tracked_run_in_mlflow_s_local_store_and_in_tensorboard(tmp_path):
+def test_a_vae_run_and_its_resume_are_one_tracked_run_in_mlflow_s_local_store_and_in_tensorboard(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     flags = ["--smoke", "--no-progress", "--hidden", 32, "--track", "mlflow", "tensorboard"]
     run("vae", *flags, "--epochs", 2, cwd=tmp_path)  # no MLFLOW_TRACKING_URI: the store under results/
     run("vae", *flags, "--epochs", 4, "--resume", cwd=tmp_path)
@@ -58,13 +52,13 @@ def test_a_vae_run_and_its_resume_are_one_tracked_run_in_mlflow_s_local_store_an
     assert "figures/samples" in events.Tags()["images"]
 
 
-def test_a_sweep_and_a_lab_track_every_run_they_start(tmp_path):
+def test_a_sweep_and_a_lab_track_every_run_they_start(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'store.db'}"
-    env = {"MLFLOW_TRACKING_URI": uri}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     run("sweep", "--serial", "--sweep-dir", tmp_path / "sweep", "vae", "--smoke", "--hidden", 16, "--z-dim", 2, 3,
-        "--track", "mlflow", cwd=tmp_path, env=env)
+        "--track", "mlflow", cwd=tmp_path)
     run("guides_lab", "--model", "vae", "--guides", "diag", "--smoke", "--no-progress", "--gap-images", 0,
-        "--out", tmp_path / "lab", "--hidden", 16, "--track", "mlflow", "tensorboard", cwd=tmp_path, env=env)
+        "--out", tmp_path / "lab", "--hidden", 16, "--track", "mlflow", "tensorboard", cwd=tmp_path)
     _, runs = runs_of(uri, "vae")
     names = sorted(r.info.run_name for r in runs)
     assert names == ["diag", "zdim2", "zdim3"] and all(r.info.status == "FINISHED" for r in runs)
