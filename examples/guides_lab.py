@@ -221,7 +221,9 @@ def gradient_snr(folder, device, x, repeats, seed):
     return out
 
 
-def figure(rows, model, path):
+def figure(rows, model, path, vary="guide"):
+    """The lab's figure: the inference gaps by guide (the VAE's guides lab), or each run's test log p(x)
+    and ELBO, and beside them, when the objective varies, the SNR of the guide's and the model's gradients."""
     labels = [Path(r["run"]).name for r in rows]
     if model == "vae" and all("approximation_gap" in r for r in rows):
         fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2, 3.8))
@@ -231,14 +233,24 @@ def figure(rows, model, path):
         ax.bar(labels, amort, bottom=approx, label="amortisation gap  L[q*] - L[q]")
         ax.set_ylabel("nats per image"), ax.legend(fontsize=8)
         ax.set_title("inference gap log p(x) - L[q], by guide")
+        axes = [ax]
     else:
-        fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2, 3.5))
-        ax.bar(labels, [r.get("test_log_px", 0.0) for r in rows], label="test log p(x) (IS)")
-        ax.bar(labels, [r.get("test_elbo", 0.0) for r in rows], alpha=0.6, label="test ELBO")
-        low = min(min(r.get("test_elbo", 0.0) for r in rows), min(r.get("test_log_px", 0.0) for r in rows))
-        ax.set_ylim(low - 5, max(r.get("test_log_px", 0.0) for r in rows) + 2)
-        ax.set_ylabel("nats per example"), ax.legend(fontsize=8), ax.set_title(f"{model}: guides at one budget")
-    plt.setp(ax.get_xticklabels(), rotation=20, ha="right", fontsize=8)
+        snr = all("snr_guide" in r for r in rows)
+        fig, axes = plt.subplots(1, 1 + snr, figsize=((1.2 + 0.6 * snr) * len(rows) + 2, 3.5), squeeze=False)
+        axes = list(axes[0])
+        ax, at = axes[0], range(len(rows))
+        for key, label, mark in (("test_log_px", "test log p(x) (IS)", "o"), ("test_elbo", "test ELBO", "s")):
+            ax.plot(at, [r.get(key, float("nan")) for r in rows], mark, label=label)
+        ax.set_xticks(list(at), labels)
+        ax.set_ylabel("nats per example"), ax.legend(fontsize=8), ax.set_title(f"{model}: {vary}s at one budget")
+        if snr:
+            for key, label, mark in (("snr_guide", "guide", "o"), ("snr_model", "model", "s")):
+                axes[1].plot(at, [r[key] for r in rows], mark, label=label)
+            axes[1].set_yscale("log"), axes[1].set_xticks(list(at), labels), axes[1].legend(fontsize=8)
+            axes[1].set_title("gradient SNR at the trained parameters")
+    for a in axes:
+        a.grid(alpha=0.3)
+        plt.setp(a.get_xticklabels(), rotation=20, ha="right", fontsize=8)
     fig.tight_layout()
     plots.save_figure(fig, path)
 
@@ -306,7 +318,7 @@ def main(args):
     table = compare.markdown(rows, cols)
     (root / "lab.md").write_text(table + "\n")
     compare.write_csv(rows, cols, root / "lab.csv")
-    figure(rows, args.model, root / "lab.png")
+    figure(rows, args.model, root / "lab.png", args.vary)
     print(f"\n{table}\n\nlab table, CSV and figure in {root}/")
     for guide, why in failed.items():
         print(f"not in the table: {guide} ({why})")
