@@ -27,7 +27,7 @@ import cProfile
 import json
 import pstats
 import warnings
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import pyro
@@ -96,10 +96,16 @@ def hand_seqvae_loss(model, guide, x):
     return -(log_px + log_pz - log_qz).sum()
 
 
+@lru_cache(maxsize=None)
+def training_images(device):
+    """MNIST's training images on ``device``, loaded once for every model and size."""
+    return load_mnist("mnist", device, "dynamic")[0]
+
+
 def setups(name, size, device, batch):
     """``(pyro_loss_and_grads, hand_loss, optimizer, batches, (model, guide, loss))`` for one model at one size."""
     s = SIZES[name][size]
-    train, _, _ = load_mnist("mnist", device, "dynamic")
+    train = training_images(device)
     images = [torch.bernoulli(train.x[i * batch:(i + 1) * batch]) for i in range(8)]
     elbo = Trace_ELBO()
     if name in ("vae", "vae-meanfield"):  # the Monte Carlo KL, or the analytic one (TraceMeanField_ELBO)
