@@ -59,10 +59,10 @@ def run_in_process(script, argv, cwd=ROOT):
 
 def refused_in_process(script, argv, cwd=ROOT, code=2):
     """Run ``examples/<script>.py ARGV`` as :func:`run_in_process` does, for a command that must be
-    refused: it exits with ``code`` (2 for the command, 1 for the data; ``None``: any but 0), one line on stderr, no
-    traceback (an exception that escapes the example's one-line handling fails the test). Returns
-    that line. A few refusals stay real processes (``tests/test_examples.py``'s ``refused``), which also
-    see what the interpreter itself would print."""
+    refused: it exits with ``code`` (2 for the command, 1 for the data; ``None``: any but 0), one
+    line on stderr, no traceback (an exception that escapes the example's one-line handling fails
+    the test). Returns that line. A few refusals stay real processes (``tests/test_examples.py``'s
+    ``refused``), which also see what the interpreter itself would print."""
     import contextlib
     import io
     import os
