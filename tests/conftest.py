@@ -28,32 +28,43 @@ def fake_images():
     return (protos[y] - flip).abs(), y
 
 
-def run_in_process(script, argv, cwd=ROOT):
-    """Run ``examples/<script>.py`` as its command line does (``experiment.cli``: parse, main, one-line
-    errors), in this test process: the same code path as ``python examples/<script>.py ARGV`` without
-    starting an interpreter and importing torch again for every run. Returns what it printed. A run
-    that fails exits (``SystemExit``), failing the test with the example's error on stderr. Commands
-    that must be refused, or must run in a process of their own (torchrun, Ray), use a subprocess."""
+def _command(script, argv, cwd, stdout, stderr):
+    """``python examples/<script>.py ARGV`` from ``cwd`` by its command-line path (``experiment.cli``:
+    parse, main, one-line errors) in this process, its output into the streams ``stdout`` and
+    ``stderr``. Returns the exit status it asked for (``SystemExit``), or None when it ran through."""
     import contextlib
-    import io
     import os
 
     from ppl_models.runs import experiment
 
     module = experiment.load_example(script)
-    printed, here, program = io.StringIO(), os.getcwd(), sys.argv[0]
+    here, program = os.getcwd(), sys.argv[0]
     os.chdir(cwd)
     sys.argv[0] = f"{script}.py"
     try:
-        with contextlib.redirect_stdout(printed):
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             parse = getattr(module, "parse_args", None) or module.parser().parse_args  # the benchmarks': parser()
             experiment.cli(module.main, parse, [str(a) for a in argv])
     except SystemExit as e:
-        raise AssertionError(f"{script}.py {' '.join(map(str, argv))} exited {e.code}:\n{printed.getvalue()[-2000:]}")
+        return e.code
     finally:
         os.chdir(here)
         sys.argv[0] = program
         pyro.clear_param_store()
+    return None
+
+
+def run_in_process(script, argv, cwd=ROOT):
+    """Run ``examples/<script>.py`` as its command line does, in this test process: the same code path
+    as ``python examples/<script>.py ARGV`` without starting an interpreter and importing torch again
+    for every run. Returns what it printed. A run that exits (``SystemExit``) fails the test with the
+    example's error. Commands that must run in a process of their own (torchrun, Ray) use a subprocess."""
+    import io
+
+    printed = io.StringIO()
+    code = _command(script, argv, cwd, printed, sys.stderr)
+    if code is not None:
+        raise AssertionError(f"{script}.py {' '.join(map(str, argv))} exited {code}:\n{printed.getvalue()[-2000:]}")
     return printed.getvalue()
 
 
@@ -63,29 +74,14 @@ def refused_in_process(script, argv, cwd=ROOT, code=2):
     line on stderr, no traceback (an exception that escapes the example's one-line handling fails
     the test). Returns that line. A few refusals stay real processes (``tests/test_examples.py``'s
     ``refused``), which also see what the interpreter itself would print."""
-    import contextlib
     import io
-    import os
 
-    from ppl_models.runs import experiment
-
-    module = experiment.load_example(script)
-    err, here, program = io.StringIO(), os.getcwd(), sys.argv[0]
-    os.chdir(cwd)
-    sys.argv[0] = f"{script}.py"
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            parse = getattr(module, "parse_args", None) or module.parser().parse_args
-            experiment.cli(module.main, parse, [str(a) for a in argv])
-    except SystemExit as e:
-        assert (e.code == code) if code is not None else e.code not in (0, None), \
-            f"{script}.py exited {e.code}, not {code or 'non-zero'}: {err.getvalue()[-2000:]}"
-    else:
+    err = io.StringIO()
+    exited = _command(script, argv, cwd, io.StringIO(), err)
+    if exited is None:
         raise AssertionError(f"{script}.py {' '.join(map(str, argv))} was not refused")
-    finally:
-        os.chdir(here)
-        sys.argv[0] = program
-        pyro.clear_param_store()
+    assert (exited == code) if code is not None else exited != 0, \
+        f"{script}.py exited {exited}, not {code or 'non-zero'}: {err.getvalue()[-2000:]}"
     lines = err.getvalue().strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err.getvalue(), err.getvalue()
     return lines[0]

@@ -2,7 +2,6 @@
 the VAE family's networks, and the one-line refusals."""
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
