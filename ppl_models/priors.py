@@ -13,10 +13,13 @@ The VampPrior couples the prior to the guide's encoder: the model holds the pseu
 the encoder, and ``attach(posterior)`` hands the prior the guide's ``posterior(x)`` (a distribution
 over ``[x, z_dim]``); only guides whose q(z | x) is a Gaussian family can be mixed this way.
 """
+import math
+
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
 from torch import nn
+from torch.distributions import constraints
 from torch.nn.functional import softplus
 
 PRIORS = ("standard", "mog", "vamp", "flow")
@@ -75,8 +78,41 @@ class VampPrior(nn.Module):
         if not self._posterior:
             raise ValueError("the VampPrior needs the guide's posterior: prior.attach(guide.posterior)")
         parts = self._posterior[0](self.pseudo_inputs())
+        if isinstance(parts, dist.Independent) and isinstance(parts.base_dist, dist.Normal):
+            return EqualDiagonalMixture(parts.base_dist.loc, parts.base_dist.scale)
         k = self.raw_inputs.shape[0]
         return dist.MixtureSameFamily(dist.Categorical(logits=self.raw_inputs.new_zeros(k)), parts)
+
+
+class EqualDiagonalMixture(dist.TorchDistribution):
+    """p(z) = 1/K sum_k N(z; loc_k, diag scale_k^2), the VampPrior of a diagonal Gaussian guide.
+
+    The same density as ``MixtureSameFamily`` over ``Normal(loc, scale).to_event(1)``, computed without
+    its ``[..., K, D]`` intermediate: the quadratic form of every z against every component is three
+    matrix products, sum_d z_d^2 / s_kd^2 - 2 z_d m_kd / s_kd^2 + m_kd^2 / s_kd^2, in float64 (the
+    expanded square cancels terms of order 1 / s^2). For 500 pseudo-inputs and z of 50 this is what
+    makes a VampPrior step cost a few times, not thirty times, the N(0, I) step."""
+    arg_constraints = {}
+    support = constraints.real_vector
+    has_rsample = False
+
+    def __init__(self, loc, scale):
+        self.loc, self.scale = loc, scale  # [K, D]
+        super().__init__(torch.Size(), loc.shape[-1:], validate_args=False)
+
+    def sample(self, sample_shape=torch.Size()):
+        k = torch.randint(self.loc.shape[0], sample_shape, device=self.loc.device)
+        return self.loc[k] + self.scale[k] * torch.randn(k.shape + self.loc.shape[-1:], device=self.loc.device,
+                                                         dtype=self.loc.dtype)
+
+    def log_prob(self, value):
+        loc, scale = self.loc.double(), self.scale.double()
+        precision = scale.pow(-2)
+        z = value.double().reshape(-1, loc.shape[-1])
+        quad = z.pow(2) @ precision.T - 2 * z @ (loc * precision).T + (loc.pow(2) * precision).sum(-1)
+        log_norm = -scale.log().sum(-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+        lp = (log_norm - 0.5 * quad).logsumexp(-1) - math.log(loc.shape[0])
+        return lp.to(value.dtype).reshape(value.shape[:-1])
 
 
 class FlowPrior(nn.Module):

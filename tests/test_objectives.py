@@ -3,6 +3,7 @@ ELBO under the same noise, it rises toward log p(x) with K and equals it for eve
 posterior; STL's guide gradient is exactly zero there; DReG's gradients agree with the plain IWAE
 gradients in expectation; the Rényi bound spans the ELBO and the IWAE bound."""
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import RenyiELBO, Trace_ELBO
@@ -171,6 +172,24 @@ def test_the_vampprior_density_is_the_explicit_mixture_of_the_guide_s_posteriors
     parts = torch.stack([torch.distributions.Normal(q.loc[k], q.scale[k]).log_prob(z).sum(-1) for k in range(4)])
     explicit = parts.logsumexp(0) - torch.log(torch.tensor(4.0))
     torch.testing.assert_close(vae.prior(z).log_prob(z), explicit)
+
+
+def test_the_vampprior_fast_density_has_the_general_mixture_s_values_and_gradients():
+    """The diagonal mixture's matrix-product density against ``MixtureSameFamily`` over the same
+    components, at z near a component's mean (where the expanded square cancels most) and far away."""
+    from ppl_models.priors import EqualDiagonalMixture
+    g = torch.Generator().manual_seed(0)
+    loc = torch.randn(6, 4, generator=g).requires_grad_()
+    scale = (0.01 + torch.rand(6, 4, generator=g)).requires_grad_()
+    z = torch.cat([loc.detach()[:2] + 1e-3, 5 * torch.randn(3, 4, generator=g)]).reshape(5, 1, 4)
+    general = dist.MixtureSameFamily(dist.Categorical(logits=torch.zeros(6)), dist.Normal(loc, scale).to_event(1))
+    fast = EqualDiagonalMixture(loc, scale)
+    a, b = fast.log_prob(z), general.log_prob(z)
+    assert a.shape == b.shape == (5, 1)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+    for ga, gb in zip(torch.autograd.grad(a.sum(), (loc, scale)), torch.autograd.grad(b.sum(), (loc, scale))):
+        torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-4)
+    assert fast.sample((7, 2)).shape == (7, 2, 4)
 
 
 def test_the_mixture_and_flow_priors_are_normalised_densities_on_a_grid():
