@@ -91,7 +91,7 @@ class EqualDiagonalMixture(dist.TorchDistribution):
     its ``[..., K, D]`` intermediate: the quadratic form of every z against every component is three
     matrix products, sum_d z_d^2 / s_kd^2 - 2 z_d m_kd / s_kd^2 + m_kd^2 / s_kd^2, in float64 (the
     expanded square cancels terms of order 1 / s^2). With 500 pseudo-inputs and z of 50 the broadcast
-    was most of a VampPrior step's time; what is left is mostly encoding the pseudo-inputs."""
+    was most of a VampPrior step's time."""
     arg_constraints = {}
     support = constraints.real_vector
     has_rsample = False
