@@ -55,6 +55,7 @@ def parse_args(argv=None):
                         "or all the labelled images where there are fewer)")
     p.add_argument("--alpha", type=nonnegative_float, default=50.0, help="weight of the classification term per image")
     p.add_argument("--optim", default="adam", choices=["adam", "rmsprop"])
+    experiment.add_lr_steps(p)
     p.add_argument("--seeds", type=positive_int, default=1, help="run this many label draws (seeds --seed.. --seed+K-1)")
     args = p.parse_args(argv)
     if args.labeled % 10 or args.labeled > N_TRAIN:
@@ -133,7 +134,7 @@ def run_one(args, data):
         return {"valid_error": error_rate(guide, valid.x, valid.y)[0]}
 
     history = experiment.train(run, model, guide, objective, batches, optim=args.optim, validate=validate,
-                               best=("valid_error", "min"))
+                               lr=experiment.step_schedule(args.lr, args.lr_steps), best=("valid_error", "min"))
     eval_epoch = experiment.load_best(run, model, guide)
     test_error, pred = error_rate(guide, test.x, test.y)
     valid_error = next(h["valid_error"] for h in history if h["epoch"] == eval_epoch)

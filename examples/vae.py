@@ -71,8 +71,7 @@ def parse_args(argv=None):
                    help="KL warm-up: the KL weight rises linearly to --beta over the first N epochs "
                         "(epoch e: beta * e / N); the best epoch is still chosen on the unweighted ELBO")
     p.add_argument("--lr-decay", type=positive_float, default=1.0, help="learning rate of epoch e: lr * decay^(e-1)")
-    p.add_argument("--lr-steps", nargs="*", default=[], metavar="EPOCH:LR",
-                   help="step schedule: from EPOCH on use LR, e.g. 50:3e-4 80:1e-4 (default: a constant rate)")
+    experiment.add_lr_steps(p)
     p.add_argument("--optim", default="adam", choices=["adam", "rmsprop"])
     p.add_argument("--layers", type=int, default=1, choices=[1, 2],
                    help="stochastic layers: 1, or 2 (the IWAE paper's model, ppl_models/vae2.py: z1 of 2 x --z-dim, "
@@ -165,17 +164,8 @@ def build(args, device):
     return model, guide
 
 
-def step_schedule(lr, steps):
-    """``lr`` until the first ``EPOCH:LR`` step, then that step's rate, and so on."""
-    try:
-        table = sorted((int(e), float(v)) for e, v in (s.split(":") for s in steps))
-    except ValueError:
-        raise experiment.Refused(f"--lr-steps takes EPOCH:LR pairs such as 100:3e-4, got {steps}") from None
-    return lambda epoch: next((v for e, v in reversed(table) if epoch >= e), lr)
-
-
 def main(args):
-    lr_schedule = step_schedule(args.lr, args.lr_steps)
+    lr_schedule = experiment.step_schedule(args.lr, args.lr_steps)
     if args.smoke:
         args.valid_every = 1
     shape = shape_of(args)

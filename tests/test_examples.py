@@ -128,8 +128,9 @@ def test_bad_flags_are_one_line_and_exit_2(script, args, message, tmp_path):
 
 def test_ssvae_sample_guide_smoke(tmp_path):
     out = run_example("ssvae", tmp_path, "--no-progress", "--guide", "sample", "--labeled", "100",
-                      "--labeled-batch-size", "10")
+                      "--labeled-batch-size", "10", "--lr-steps", "1:2e-4")
     assert "test error" in out
+    assert float((tmp_path / "metrics.csv").read_text().splitlines()[1].split(",")[3]) == 2e-4  # the step schedule
     assert (tmp_path / "confusion.png").exists()
     r = json.loads((tmp_path / "results.json").read_text())
     # the error of argmax q(y|x) on the smoke run's test images, a multiple of 1 / their number
@@ -173,15 +174,13 @@ def test_seqvae_samples_are_drawn_and_judged(tmp_path):
     judged(tmp_path, conditional=False)
 
 
-def test_vae_step_schedule():
-    sys.path.insert(0, str(ROOT / "examples"))
-    from vae import step_schedule
-
-    from ppl_models.runs.experiment import Refused
+def test_step_schedule():
+    from ppl_models.runs.experiment import Refused, step_schedule
     f = step_schedule(1e-3, ["115:3e-4", "182:1e-4"])
     assert [f(e) for e in (1, 114, 115, 181, 182, 900)] == [1e-3, 1e-3, 3e-4, 3e-4, 1e-4, 1e-4]
-    with pytest.raises(Refused, match="EPOCH:LR"):
-        step_schedule(1e-3, ["ten:1"])
+    for bad in (["ten:1"], ["0:1e-4"], ["5:-1e-4"], ["5:nan"]):
+        with pytest.raises(Refused, match="EPOCH:LR"):
+            step_schedule(1e-3, bad)
 
 
 @pytest.mark.parametrize("extra", [
@@ -242,6 +241,7 @@ def test_cvae_hybrid_weight_at_an_end_is_rejected(tmp_path):
 
 @pytest.mark.parametrize("script, args, message", [
     ("ssvae", ["--form", "adgm", "--guide", "sample"], "--guide sample: --form adgm has the guides conv, mlp"),
+    ("ssvae", ["--lr-steps", "0:1e-4"], "argument --lr-steps: must be EPOCH:LR with EPOCH >= 1"),
     ("vrnn", ["--jit", "--data", "strokes"], "argument --jit: not with --data strokes"),
     ("vae", ["--jit", "--objective", "iwae"], "argument --jit: Pyro compiles --objective elbo and meanfield only, not iwae"),
     ("cvae", ["--jit", "--condition", "label"], "argument --jit: not with --condition label"),

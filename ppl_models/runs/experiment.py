@@ -39,6 +39,7 @@ import argparse
 import copy
 import importlib.util
 import json
+import math
 import os
 import platform
 import sys
@@ -188,6 +189,33 @@ def parser(doc, *, epochs, batch_size=100, lr=1e-3, eval_samples=None, eval_imag
     g.add_argument("--track", nargs="+", default=[], choices=tracking.TRACKERS,
                    help="mirror the run into MLflow and/or TensorBoard (pip install -e '.[track]')")
     return p
+
+
+def add_lr_steps(p):
+    """The ``--lr-steps`` flag of an example that offers a step schedule (read by :func:`step_schedule`)."""
+    p.add_argument("--lr-steps", nargs="*", default=[], metavar="EPOCH:LR", type=lr_step,
+                   help="step schedule: from EPOCH on use LR, e.g. 50:3e-4 80:1e-4 (default: a constant rate); "
+                        "a resumed run may take a new one")
+
+
+def lr_step(text):
+    """One ``EPOCH:LR`` step of ``--lr-steps`` (kept as written), checked when the flags are read."""
+    try:
+        step_schedule(1.0, [text])
+    except Refused:
+        raise argparse.ArgumentTypeError(f"must be EPOCH:LR with EPOCH >= 1 and LR > 0, such as 50:3e-4, got {text!r}") from None
+    return text
+
+
+def step_schedule(lr, steps):
+    """``lr`` until the first ``EPOCH:LR`` step, then that step's rate, and so on."""
+    try:
+        table = sorted((int(e), float(v)) for e, v in (s.split(":") for s in steps))
+    except ValueError:
+        raise Refused(f"--lr-steps takes EPOCH:LR pairs such as 100:3e-4, got {steps}") from None
+    if any(e < 1 or not math.isfinite(v) or v <= 0 for e, v in table):
+        raise Refused(f"--lr-steps takes EPOCH:LR pairs with EPOCH >= 1 and LR > 0, got {steps}")
+    return lambda epoch: next((v for e, v in reversed(table) if epoch >= e), lr)
 
 
 def settings_of(args, free=()):
