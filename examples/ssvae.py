@@ -29,13 +29,15 @@ import guides.ssvae
 from ppl_models.adgm import FORMS, AuxiliaryDGM
 from ppl_models.data import N_TRAIN, labeled_indices, load_mnist
 from ppl_models.inference import distributed
+from ppl_models.inference.evaluate import label_log_posterior
 from ppl_models.judge import fidelity
 from ppl_models.runs import experiment, plots
 from ppl_models.runs.experiment import nonnegative_float, positive_int
 from ppl_models.runs.plots import plt
-from ppl_models.ssvae import SSVAE, M2Objective
+from ppl_models.ssvae import N_CLASSES, SSVAE, M2Objective
 
 RUN_NAME = "{guide}-labeled{labeled}-z{z_dim}-alpha{alpha:g}"
+DIAGNOSE_IMAGES, DIAGNOSE_SAMPLES = 1000, 10  # the story's own label posterior, on validation images
 GUIDES = {"m2": guides.ssvae.GUIDES, "adgm": guides.adgm.GUIDES, "sdgm": guides.adgm.GUIDES}
 
 
@@ -142,11 +144,27 @@ def run_one(args, data):
           f"(valid error {100 * valid_error:.2f}%)")
     metrics = experiment.score(run, model, guide, test.x)  # y summed out: log p(x) of M2
     metrics.update(test_error=test_error, valid_error=valid_error, test_images_classified=len(test.x))
+    metrics.update(model_posterior(model, guide, valid))
     figures(model, guide, test, pred, run.out)
     # the story as a generator of the label asked for (z ~ N(0, I), the SDGM's a ~ p(a | y, z)): fidelity, quality
     judged, details = fidelity.judge(run, lambda y: model.generate(y, test.x), conditional=True)
     metrics.update(judged)
     return experiment.finish(run, metrics, history, eval_epoch, samples_judged=details)
+
+
+def model_posterior(model, guide, valid, n=DIAGNOSE_IMAGES, num_samples=DIAGNOSE_SAMPLES):
+    """What the story itself says the digit is, argmax_y p(y | x) with p(x, y) by importance sampling,
+    beside the classifier q(y | x), on the first ``n`` validation images: where the story's own
+    posterior errs as often as q(y | x), the unlabelled images cannot teach the classifier more."""
+    x, y = valid.x[:n], valid.y[:n]
+    with torch.no_grad():
+        post = label_log_posterior(model, guide, x, N_CLASSES, num_samples=num_samples)
+    story = (post.argmax(-1) != y).float().mean().item()
+    classifier = error_rate(guide, x, y)[0]
+    print(f"on the first {len(x)} validation images: error of the story's own p(y | x) (IS, S = {num_samples}) "
+          f"{100 * story:.2f}%, of the classifier q(y | x) {100 * classifier:.2f}%")
+    return {"valid_error_story_posterior": story, "valid_error_classifier_same_images": classifier,
+            "story_posterior_images": len(x), "story_posterior_samples": num_samples}
 
 
 def figures(model, guide, test, pred, out):

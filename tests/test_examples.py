@@ -138,6 +138,9 @@ def test_ssvae_sample_guide_smoke(tmp_path):
     assert 0 <= r["metrics"]["test_error"] <= 1 and abs(r["metrics"]["test_error"] * n - round(r["metrics"]["test_error"] * n)) < 1e-4
     assert r["settings"]["guide"] == "sample" and r["metrics"]["test_log_px"] < 0
     assert r["settings"]["labeled_batch_size"] == 10
+    m = r["metrics"]  # the story's own label posterior beside the classifier, on the same validation images
+    assert m["story_posterior_images"] == 100 and 0 <= m["valid_error_story_posterior"] <= 1
+    assert m["valid_error_classifier_same_images"] == pytest.approx(m["valid_error"])  # smoke: all 100 images
     judged(tmp_path, conditional=True)  # p(x | y, z) as a generator of the digit asked for
 
 

@@ -9,7 +9,7 @@ from pyro.infer import TraceEnum_ELBO, TraceGraph_ELBO
 from torch.nn.functional import log_softmax
 
 from guides.ssvae import GUIDES, make_guide
-from ppl_models.inference.evaluate import log_importance_weights
+from ppl_models.inference.evaluate import label_log_posterior, log_importance_weights
 from ppl_models.ssvae import SSVAE, M2Objective, cat_label
 
 Z = 3
@@ -142,3 +142,24 @@ def test_each_unlabelled_batch_is_followed_by_a_labelled_batch_of_the_size_asked
     assert sum(len(x) for x, _ in unlab) == 250
     seen = torch.cat([y for _, y in lab]).bincount(minlength=10)  # two images per label
     assert seen.max() - seen.min() <= 2
+
+
+def test_the_model_s_label_posterior_is_exact_where_the_proposal_is_the_posterior(fake_images):
+    """A decoder that ignores z and a guide whose q(z | x, y) is the prior N(0, I): every importance
+    weight is p(y) p(x | y) exactly, so the estimate is the exact p(y | x) = softmax_y log p(x | y)."""
+    x = fake_images[0][:7]
+    model = SSVAE(Z, (16,))
+    guide = make_guide("mlp", model)
+    with torch.no_grad():
+        model.decoder[0].weight[:, :Z] = 0  # p(x | y, z) = p(x | y)
+        head = guide.z_head[1]
+        head.weight.zero_()
+        head.bias[:Z] = 0
+        head.bias[Z:] = math.log(math.expm1(1 - 1e-4))  # softplus(s) + 1e-4 = 1
+        log_px_y = torch.stack([dist.Bernoulli(logits=model.decoder(cat_label(torch.zeros(len(x), Z),
+                                                                                torch.full((len(x),), c))))
+                                .log_prob(x).sum(-1) for c in range(10)], -1)
+    post = label_log_posterior(model, guide, x, 10, num_samples=3, batch_size=4)
+    assert post.shape == (7, 10)
+    assert torch.allclose(post, log_softmax(log_px_y, -1), atol=1e-4)
+    assert torch.allclose(post.logsumexp(-1), torch.zeros(7), atol=1e-4)

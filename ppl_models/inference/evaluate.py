@@ -120,6 +120,26 @@ def log_importance_weights(model, guide, *args, num_samples=100, max_rows=5_000,
     return torch.cat(out, 0)
 
 
+def label_log_posterior(model, guide, x, num_classes, num_samples=10, batch_size=100):
+    """The model's own posterior over a label it generates, ``[N, num_classes]``:
+
+        log p(y | x) = log p(x, y) - log sum_y' p(x, y'),    p(x, y) by importance sampling
+
+    with the guide's proposal for the label observed (``model.model(x, y)``, ``guide.guide(x, y)``):
+    what the generative story says the label is, beside what an amortised classifier q(y | x) says.
+    Each log p(x, y) is an IS estimate (biased low for finite ``num_samples``, exact when the proposal
+    is the posterior), so the posterior is an estimate too."""
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        log_pxy = torch.stack([
+            log_importance_weights(model, guide, xb, torch.full((len(xb),), c, dtype=torch.long, device=x.device),
+                                   num_samples=num_samples).logsumexp(0) - math.log(num_samples)
+            for c in range(num_classes)], -1)
+        out.append(log_pxy - log_pxy.logsumexp(-1, keepdim=True))
+    return torch.cat(out)
+
+
 def guide_has_latent(guide, *args, **kwargs):
     """Whether ``guide.guide`` samples any unobserved site (traced once; the RNG is left as it was)."""
     cuda = [a.device for a in args if torch.is_tensor(a) and a.is_cuda][:1]
