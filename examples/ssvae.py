@@ -20,6 +20,7 @@ Each training step pairs one unlabelled batch (label summed out by ``TraceEnum_E
 labelled batch (ELBO plus ``alpha`` times the classifier's cross-entropy).
 """
 import statistics
+import time
 
 import torch
 from pyro.infer import JitTrace_ELBO, JitTraceEnum_ELBO, JitTraceGraph_ELBO, TraceEnum_ELBO, TraceGraph_ELBO
@@ -37,7 +38,7 @@ from ppl_models.runs.plots import plt
 from ppl_models.ssvae import N_CLASSES, SSVAE, M2Objective
 
 RUN_NAME = "{guide}-labeled{labeled}-z{z_dim}-alpha{alpha:g}"
-DIAGNOSE_IMAGES, DIAGNOSE_SAMPLES = 1000, 10  # the story's own label posterior, on validation images
+DIAGNOSE_IMAGES = 500  # the story's own label posterior, on the first validation images (S = --eval-samples)
 GUIDES = {"m2": guides.ssvae.GUIDES, "adgm": guides.adgm.GUIDES, "sdgm": guides.adgm.GUIDES}
 
 
@@ -144,7 +145,7 @@ def run_one(args, data):
           f"(valid error {100 * valid_error:.2f}%)")
     metrics = experiment.score(run, model, guide, test.x)  # y summed out: log p(x) of M2
     metrics.update(test_error=test_error, valid_error=valid_error, test_images_classified=len(test.x))
-    metrics.update(model_posterior(model, guide, valid))
+    metrics.update(model_posterior(model, guide, valid, args.eval_samples))
     figures(model, guide, test, pred, run.out)
     # the story as a generator of the label asked for (z ~ N(0, I), the SDGM's a ~ p(a | y, z)): fidelity, quality
     judged, details = fidelity.judge(run, lambda y: model.generate(y, test.x), conditional=True)
@@ -152,17 +153,20 @@ def run_one(args, data):
     return experiment.finish(run, metrics, history, eval_epoch, samples_judged=details)
 
 
-def model_posterior(model, guide, valid, n=DIAGNOSE_IMAGES, num_samples=DIAGNOSE_SAMPLES):
-    """What the story itself says the digit is, argmax_y p(y | x) with p(x, y) by importance sampling,
-    beside the classifier q(y | x), on the first ``n`` validation images: where the story's own
-    posterior errs as often as q(y | x), the unlabelled images cannot teach the classifier more."""
+def model_posterior(model, guide, valid, num_samples, n=DIAGNOSE_IMAGES):
+    """What the story itself says the digit is, argmax_y p(y | x) with each p(x, y) by importance
+    sampling (S = ``num_samples``, the proposal q(z | x, y)), beside the classifier q(y | x), on the
+    first ``n`` validation images. The unlabelled images' ELBO pulls q(y | x) toward this posterior
+    (up to the bias of the bound), so the two errors say whether the story or the classifier lags."""
     x, y = valid.x[:n], valid.y[:n]
+    started = time.perf_counter()
     with torch.no_grad():
         post = label_log_posterior(model, guide, x, N_CLASSES, num_samples=num_samples)
     story = (post.argmax(-1) != y).float().mean().item()
     classifier = error_rate(guide, x, y)[0]
     print(f"on the first {len(x)} validation images: error of the story's own p(y | x) (IS, S = {num_samples}) "
-          f"{100 * story:.2f}%, of the classifier q(y | x) {100 * classifier:.2f}%")
+          f"{100 * story:.2f}%, of the classifier q(y | x) {100 * classifier:.2f}% "
+          f"({time.perf_counter() - started:.0f} s)")
     return {"valid_error_story_posterior": story, "valid_error_classifier_same_images": classifier,
             "story_posterior_images": len(x), "story_posterior_samples": num_samples}
 

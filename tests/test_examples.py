@@ -1,4 +1,5 @@
 """Every example script runs end to end with --smoke, on real MNIST (a few hundred images)."""
+import csv
 import importlib.util
 import json
 import re
@@ -130,7 +131,8 @@ def test_ssvae_sample_guide_smoke(tmp_path):
     out = run_example("ssvae", tmp_path, "--no-progress", "--guide", "sample", "--labeled", "100",
                       "--labeled-batch-size", "10", "--lr-steps", "1:2e-4")
     assert "test error" in out
-    assert float((tmp_path / "metrics.csv").read_text().splitlines()[1].split(",")[3]) == 2e-4  # the step schedule
+    with open(tmp_path / "metrics.csv") as f:
+        assert float(next(csv.DictReader(f))["lr"]) == 2e-4  # the step schedule
     assert (tmp_path / "confusion.png").exists()
     r = json.loads((tmp_path / "results.json").read_text())
     # the error of argmax q(y|x) on the smoke run's test images, a multiple of 1 / their number
@@ -139,7 +141,8 @@ def test_ssvae_sample_guide_smoke(tmp_path):
     assert r["settings"]["guide"] == "sample" and r["metrics"]["test_log_px"] < 0
     assert r["settings"]["labeled_batch_size"] == 10
     m = r["metrics"]  # the story's own label posterior beside the classifier, on the same validation images
-    assert m["story_posterior_images"] == 100 and 0 <= m["valid_error_story_posterior"] <= 1
+    assert m["story_posterior_images"] == 100 and m["story_posterior_samples"] == 8  # --eval-samples of --smoke
+    assert 0 <= m["valid_error_story_posterior"] <= 1
     assert m["valid_error_classifier_same_images"] == pytest.approx(m["valid_error"])  # smoke: all 100 images
     judged(tmp_path, conditional=True)  # p(x | y, z) as a generator of the digit asked for
 
@@ -184,6 +187,8 @@ def test_step_schedule():
     for bad in (["ten:1"], ["0:1e-4"], ["5:-1e-4"], ["5:nan"]):
         with pytest.raises(Refused, match="EPOCH:LR"):
             step_schedule(1e-3, bad)
+    with pytest.raises(Refused, match="one rate per epoch"):
+        step_schedule(1e-3, ["5:1e-4", "5:3e-4"])
 
 
 @pytest.mark.parametrize("extra", [

@@ -120,24 +120,31 @@ def log_importance_weights(model, guide, *args, num_samples=100, max_rows=5_000,
     return torch.cat(out, 0)
 
 
-def label_log_posterior(model, guide, x, num_classes, num_samples=10, batch_size=100):
-    """The model's own posterior over a label it generates, ``[N, num_classes]``:
-
-        log p(y | x) = log p(x, y) - log sum_y' p(x, y'),    p(x, y) by importance sampling
-
-    with the guide's proposal for the label observed (``model.model(x, y)``, ``guide.guide(x, y)``):
-    what the generative story says the label is, beside what an amortised classifier q(y | x) says.
-    Each log p(x, y) is an IS estimate (biased low for finite ``num_samples``, exact when the proposal
-    is the posterior), so the posterior is an estimate too."""
+def label_log_joint(model, guide, x, num_classes, num_samples=100, batch_size=100, particles="plate"):
+    """log p(x, y) for every label y, ``[N, num_classes]``: each by importance sampling with the guide's
+    proposal for the label observed (``model.model(x, y)``, ``guide.guide(x, y)``), the IWAE bound
+    log (1/S) sum_s w_s, biased low for finite ``num_samples``, exact when the proposal is the posterior.
+    ``particles``: as in :func:`log_importance_weights` (``"plate"``: the encoders run once per image)."""
     out = []
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size]
-        log_pxy = torch.stack([
+        out.append(torch.stack([
             log_importance_weights(model, guide, xb, torch.full((len(xb),), c, dtype=torch.long, device=x.device),
-                                   num_samples=num_samples).logsumexp(0) - math.log(num_samples)
-            for c in range(num_classes)], -1)
-        out.append(log_pxy - log_pxy.logsumexp(-1, keepdim=True))
+                                   num_samples=num_samples, particles=particles).logsumexp(0) - math.log(num_samples)
+            for c in range(num_classes)], -1))
     return torch.cat(out)
+
+
+def label_log_posterior(model, guide, x, num_classes, num_samples=100, batch_size=100, particles="plate"):
+    """The model's own posterior over a label it generates, ``[N, num_classes]``:
+
+        log p(y | x) = log p(x, y) - log sum_y' p(x, y'),    p(x, y) by :func:`label_log_joint`
+
+    what the generative story says the label is, beside what an amortised classifier q(y | x) says.
+    An estimate: where the proposal q(. | x, y) fits some labels worse than others, their p(x, y) are
+    underestimated by more."""
+    log_pxy = label_log_joint(model, guide, x, num_classes, num_samples, batch_size, particles)
+    return log_pxy - log_pxy.logsumexp(-1, keepdim=True)
 
 
 def guide_has_latent(guide, *args, **kwargs):

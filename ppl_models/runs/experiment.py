@@ -195,7 +195,7 @@ def add_lr_steps(p):
     """The ``--lr-steps`` flag of an example that offers a step schedule (read by :func:`step_schedule`)."""
     p.add_argument("--lr-steps", nargs="*", default=[], metavar="EPOCH:LR", type=lr_step,
                    help="step schedule: from EPOCH on use LR, e.g. 50:3e-4 80:1e-4 (default: a constant rate); "
-                        "a resumed run may take a new one")
+                        "not stored with the run: a resume follows the schedule given to it (or none)")
 
 
 def lr_step(text):
@@ -215,6 +215,8 @@ def step_schedule(lr, steps):
         raise Refused(f"--lr-steps takes EPOCH:LR pairs such as 100:3e-4, got {steps}") from None
     if any(e < 1 or not math.isfinite(v) or v <= 0 for e, v in table):
         raise Refused(f"--lr-steps takes EPOCH:LR pairs with EPOCH >= 1 and LR > 0, got {steps}")
+    if len({e for e, _ in table}) < len(table):
+        raise Refused(f"--lr-steps takes one rate per epoch, got {steps}")
     return lambda epoch: next((v for e, v in reversed(table) if epoch >= e), lr)
 
 
