@@ -145,7 +145,9 @@ def run_one(args, data):
     valid_error = next(h["valid_error"] for h in history if h["epoch"] == eval_epoch)
     print(f"seed {args.seed}: test error {100 * test_error:.2f}% at the best validation epoch {eval_epoch} "
           f"(valid error {100 * valid_error:.2f}%)")
-    metrics = experiment.score(run, model, guide, test.x)  # y summed out: log p(x) of M2
+    # y summed out: log p(x) of M2 (or of the ADGM, SDGM); the particles in a plate run the encoders once
+    # per image, with the same weights as repeating the images (tests/test_adgm.py)
+    metrics = experiment.score(run, model, guide, test.x, particles="plate")
     metrics.update(test_error=test_error, valid_error=valid_error, test_images_classified=len(test.x))
     metrics.update(model_posterior(model, guide, valid, args.eval_samples))
     figures(model, guide, test, pred, run.out)

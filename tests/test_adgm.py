@@ -1,5 +1,5 @@
 """The auxiliary deep generative models (ADGM, SDGM): the enumerated ELBO against the explicit sum over
-the ten labels, the labelled ELBO, the importance weights, the classifier's Monte Carlo q(y | x)."""
+the ten labels, the labelled ELBO, the importance weights (particles repeated or in a plate, M2 too), the classifier's Monte Carlo q(y | x)."""
 import math
 
 import pyro
@@ -11,9 +11,10 @@ from pyro.infer import TraceEnum_ELBO
 from torch.nn.functional import log_softmax, softplus
 
 from guides.adgm import GUIDES, make_guide
+from guides.ssvae import make_guide as make_ssvae_guide
 from ppl_models.adgm import FORMS, AuxiliaryDGM
 from ppl_models.inference.evaluate import log_importance_weights
-from ppl_models.ssvae import M2Objective, cat_label
+from ppl_models.ssvae import SSVAE, M2Objective, cat_label
 
 Z, A = 3, 2
 
@@ -107,6 +108,25 @@ def test_importance_weights_sum_labels_exactly(form, fake_images):
     with torch.no_grad():
         explicit = explicit_terms(model, guide, x, tr.nodes["a"]["value"], tr.nodes["z"]["value"]).logsumexp(0)
     torch.testing.assert_close(lw[0], explicit, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("form", ("m2",) + FORMS)
+@pytest.mark.parametrize("name", ["mlp", "conv"])
+@pytest.mark.parametrize("y", [None, "labelled"])
+def test_particles_in_a_plate_give_the_weights_of_repeated_images(form, name, y, fake_images):
+    """How the examples score the semi-supervised stories: the particles in a plate (encoders once per
+    image) draw the same weights as the images repeated, the label enumerated or observed."""
+    x, labels = fake_images[0][:5], fake_images[1][:5]
+    model = SSVAE(Z, (16,)) if form == "m2" else small(form)
+    guide = (make_ssvae_guide if form == "m2" else make_guide)(name, model)
+    model.eval(), guide.eval()
+    args = (x,) if y is None else (x, labels)
+    weights = []
+    for particles in ("repeat", "plate"):
+        pyro.set_rng_seed(4)
+        weights.append(log_importance_weights(model, guide, *args, num_samples=6, particles=particles))
+    assert weights[1].shape == (6, 5)
+    torch.testing.assert_close(weights[1], weights[0], rtol=1e-5, atol=1e-4)
 
 
 def test_the_classifier_averages_q_y_over_a_in_evaluation(fake_images):
