@@ -1,5 +1,6 @@
 """The auxiliary deep generative models (ADGM, SDGM): the enumerated ELBO against the explicit sum over
-the ten labels, the labelled ELBO, the importance weights (particles repeated or in a plate, M2 too), the classifier's Monte Carlo q(y | x)."""
+the ten labels, the labelled ELBO, the importance weights (particles repeated or in a plate, M2's
+too), the classifier's Monte Carlo q(y | x)."""
 import math
 
 import pyro
