@@ -160,6 +160,45 @@ def test_a_save_cut_short_by_a_full_disk_leaves_the_last_complete_checkpoint(tmp
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("fail_at", [3, 4])
+def test_a_stop_between_the_best_and_the_last_checkpoint_never_leaves_best_pt_behind(tmp_path, fake_images,
+                                                                                     monkeypatch, fail_at):
+    """Every epoch improves, so epoch 2 writes best.pt and checkpoint.pt (saves 3 and 4). A stop at
+    either write leaves best.pt at least as new as the best epoch the checkpoint records, and a
+    resume ends with best.pt at the last (best) epoch."""
+    from ppl_models.inference import train as train_module
+    from ppl_models.inference.train import CheckpointNotSaved
+    x, y = fake_images
+    batches = [(x[:16], y[:16])]
+    real_save, saves, calls = torch.save, {"n": 0}, {"n": 0}
+
+    def stopping(obj, path, *a, **k):
+        saves["n"] += 1
+        if saves["n"] == fail_at:
+            raise OSError(5, "Input/output error")
+        return real_save(obj, path, *a, **k)
+
+    def validate():  # a better validation loss at every epoch
+        calls["n"] += 1
+        return {"valid_loss": 10.0 - calls["n"]}
+
+    def train(resume):
+        model, guide = build()
+        return fit(model, guide, Trace_ELBO(), batches, epochs=3, out=tmp_path, resume=resume, progress=False,
+                   log=lambda s: None, validate=validate, best=("valid_loss", "min"))
+
+    monkeypatch.setattr(train_module.torch, "save", stopping)
+    with pytest.raises(CheckpointNotSaved):
+        train(resume=False)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    recorded = min(ckpt["history"], key=lambda h: h["valid_loss"])["epoch"]
+    assert best["epoch"] >= recorded
+    monkeypatch.setattr(train_module.torch, "save", real_save)
+    train(resume=True)
+    assert torch.load(tmp_path / "best.pt", weights_only=False)["epoch"] == 3
+
+
 def test_a_torchrun_restart_continues_by_itself_and_still_refuses_another_run_s_checkpoint(tmp_path, fake_images,
                                                                                            monkeypatch):
     from ppl_models.inference.train import SettingsMismatch

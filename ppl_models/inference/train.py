@@ -299,9 +299,9 @@ def fit(model, guide, loss, batches, *, epochs, out, optim="adam", lr=1e-3, lr_d
             ckpt.update(rng_ranks=distributed.gather(ckpt["rng"]), rng_shared=shared.state)
         if main:
             try:
+                if improved:  # best first: a stop between the two writes must not leave a checkpoint whose
+                    atomic_save(ckpt, out / BEST)  # best epoch is newer than best.pt (resume redoes this epoch)
                 atomic_save(ckpt, ckpt_path)
-                if improved:
-                    atomic_save(ckpt, out / BEST)
                 write_metrics(history, out / METRICS)
             except OSError as e:
                 raise CheckpointNotSaved(f"epoch {epoch} could not be saved in {out} ({e.strerror or e}); the "
