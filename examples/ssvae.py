@@ -120,7 +120,7 @@ def build(args, device):
     return model, guides.ssvae.make_guide(args.guide, model).to(device)
 
 
-def run_one(args, data):
+def run_one(args, data, lr):
     name = (RUN_NAME if args.form == "m2" else "{form}-a{a_dim}-" + RUN_NAME) + ("-lb{labeled_batch_size}"
                                                                                if args.labeled_batch_size else "")
     run = experiment.start(args, "ssvae", name)
@@ -139,7 +139,7 @@ def run_one(args, data):
         return {"valid_error": error_rate(guide, valid.x, valid.y)[0]}
 
     history = experiment.train(run, model, guide, objective, batches, optim=args.optim, validate=validate,
-                               lr=experiment.step_schedule(args.lr, args.lr_steps), best=("valid_error", "min"))
+                               lr=lr, best=("valid_error", "min"))
     eval_epoch = experiment.load_best(run, model, guide)
     test_error, pred = error_rate(guide, test.x, test.y)
     valid_error = next(h["valid_error"] for h in history if h["epoch"] == eval_epoch)
@@ -201,10 +201,11 @@ def main(args):
     if distributed.launched() and args.seeds > 1:
         raise experiment.Refused("under torchrun one command trains one model: --seeds above 1 trains several; "
                                  "run one seed per command, or sweep the seeds with examples/sweep.py")
+    lr = experiment.step_schedule(args.lr, args.lr_steps)  # a bad schedule is refused before any data or run
     if args.smoke:
         args.labeled = min(args.labeled, 100)
     data = experiment.smoke_subsets(args, *load_data(args, experiment.device_of(args)))
-    runs = experiment.each(args, "seed", range(args.seed, args.seed + args.seeds), lambda one: run_one(one, data),
+    runs = experiment.each(args, "seed", range(args.seed, args.seed + args.seeds), lambda one: run_one(one, data, lr),
                            folder="seed{}")
     errors = [100 * r["metrics"]["test_error"] for r in runs]
     std = statistics.stdev(errors) if len(errors) > 1 else 0.0
