@@ -60,6 +60,10 @@ def parse_args(argv=None):
                         "or all the labelled images where there are fewer)")
     p.add_argument("--alpha", type=nonnegative_float, default=50.0, help="weight of the classification term per image")
     p.add_argument("--optim", default="adam", choices=["adam", "rmsprop"])
+    p.add_argument("--binarize", default="dynamic", choices=["dynamic", "grey"],
+                   help="dynamic: a fresh binary draw of every training batch, validation and test drawn once; "
+                        "grey: the grey values themselves everywhere, scored by the Bernoulli's cross-entropy "
+                        "(Pyro's SS-VAE tutorial; not a normalised density, so log p(x) is not comparable)")
     experiment.add_lr_steps(p)
     p.add_argument("--seeds", type=positive_int, default=1, help="run this many label draws (seeds --seed.. --seed+K-1)")
     args = p.parse_args(argv)
@@ -78,9 +82,10 @@ class PairedBatches:
     """One epoch: every unlabelled batch once, each followed by a labelled batch of ``labeled_batch_size``
     (default ``batch_size``; at most the labelled set), the labelled set cycled in fresh orders."""
 
-    def __init__(self, x_lab, y_lab, x_unlab, batch_size, labeled_batch_size=None):
+    def __init__(self, x_lab, y_lab, x_unlab, batch_size, labeled_batch_size=None, binarize=True):
         self.x_lab, self.y_lab, self.x_unlab, self.bs = x_lab, y_lab, x_unlab, batch_size
         self.bs_l = min(labeled_batch_size or batch_size, len(x_lab))
+        self.draw = torch.bernoulli if binarize else (lambda x: x)
 
     def __len__(self):
         return 2 * -(-len(self.x_unlab) // self.bs)
@@ -94,9 +99,9 @@ class PairedBatches:
         perm_l = torch.cat([torch.randperm(len(self.x_lab), device=dev) for _ in range(reps)])
         for i in range(n_lab_batches):
             iu = perm_u[i * self.bs:(i + 1) * self.bs]
-            yield (torch.bernoulli(self.x_unlab[iu]), None)
+            yield (self.draw(self.x_unlab[iu]), None)
             il = perm_l[i * bs_l:(i + 1) * bs_l]
-            yield (torch.bernoulli(self.x_lab[il]), self.y_lab[il])
+            yield (self.draw(self.x_lab[il]), self.y_lab[il])
 
 
 def error_rate(guide, x, y, batch_size=2000):
@@ -107,8 +112,9 @@ def error_rate(guide, x, y, batch_size=2000):
 
 
 def load_data(args, device):
-    """MNIST's ``train, valid, test`` Splits (grey values, binarised per batch) on ``device``."""
-    return load_mnist("mnist", device, "dynamic")
+    """MNIST's ``train, valid, test`` Splits on ``device``: grey values, binarised per batch (valid and
+    test once) with ``--binarize dynamic``, left grey with ``grey``."""
+    return load_mnist("mnist", device, args.binarize)
 
 
 def build(args, device):
@@ -123,6 +129,7 @@ def build(args, device):
 def run_one(args, data, lr):
     name = (RUN_NAME if args.form == "m2" else "{form}-a{a_dim}-" + RUN_NAME) + ("-lb{labeled_batch_size}"
                                                                                if args.labeled_batch_size else "")
+    name += "-grey" if args.binarize == "grey" else ""
     run = experiment.start(args, "ssvae", name)
     train, valid, test = data
     lab, unlab = labeled_indices(train.y[:N_TRAIN], args.labeled, seed=args.seed)
@@ -133,7 +140,8 @@ def run_one(args, data, lr):
     else:
         elbo = TraceGraph_ELBO() if args.guide == "sample" else TraceEnum_ELBO(max_plate_nesting=1)
     objective = M2Objective(guide.classifier, args.alpha, elbo, JitTrace_ELBO() if args.jit else None)
-    batches = PairedBatches(train.x[lab], train.y[lab], train.x[unlab], args.batch_size, args.labeled_batch_size)
+    batches = PairedBatches(train.x[lab], train.y[lab], train.x[unlab], args.batch_size, args.labeled_batch_size,
+                            binarize=args.binarize == "dynamic")
 
     def validate():
         return {"valid_error": error_rate(guide, valid.x, valid.y)[0]}
@@ -147,7 +155,11 @@ def run_one(args, data, lr):
           f"(valid error {100 * valid_error:.2f}%)")
     # y summed out: log p(x) of M2 (or of the ADGM, SDGM); the particles in a plate run the encoders once
     # per image, with the same weights as repeating the images (tests/test_adgm.py)
-    metrics = experiment.score(run, model, guide, test.x, particles="plate")
+    if args.binarize == "grey":
+        metrics = {}
+        print("test log p(x) not scored: grey pixels under a Bernoulli have no normalised density")
+    else:
+        metrics = experiment.score(run, model, guide, test.x, particles="plate")
     metrics.update(test_error=test_error, valid_error=valid_error, test_images_classified=len(test.x))
     metrics.update(model_posterior(model, guide, valid, args.eval_samples))
     figures(model, guide, test, pred, run.out)

@@ -144,6 +144,23 @@ def test_each_unlabelled_batch_is_followed_by_a_labelled_batch_of_the_size_asked
     assert seen.max() - seen.min() <= 2
 
 
+def test_grey_batches_are_the_grey_values_and_dynamic_ones_fresh_binary_draws():
+    """``--binarize grey`` feeds the grey values themselves (Pyro's SS-VAE tutorial); the default draws
+    every batch afresh from Bernoulli(grey value)."""
+    from ppl_models.runs.experiment import load_example
+    paired = load_example("ssvae").PairedBatches
+    x_lab, y_lab, x_unlab = torch.rand(10, 784), torch.arange(10), torch.rand(30, 784)
+    grey = [x for x, _ in paired(x_lab, y_lab, x_unlab, 10, binarize=False)]
+    assert all(x.unique().numel() > 2 for x in grey)
+    assert torch.equal(torch.sort(torch.cat(grey[0::2]), 0).values, torch.sort(x_unlab, 0).values)
+    assert all(any(torch.equal(row, lab) for lab in x_lab) for row in grey[1])
+    torch.manual_seed(0)
+    first = [x for x, _ in paired(x_lab, y_lab, x_unlab, 10)]
+    second = [x for x, _ in paired(x_lab, y_lab, x_unlab, 10)]
+    assert all(set(x.unique().tolist()) <= {0.0, 1.0} for x in first)
+    assert not all(torch.equal(a, b) for a, b in zip(first, second))
+
+
 def test_the_story_s_label_posterior_against_quadrature():
     """A one-dimensional style z, the prior as the proposal q(z | x, y): log p(x, y) = log 0.1 + log of
     the integral of N(z; 0, 1) p(x | y, z) over z, computed on a grid. The IS estimate with S = 3000

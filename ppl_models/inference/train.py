@@ -62,7 +62,7 @@ class SettingsMismatch(ValueError):
 UNSTATED = {"objective": "elbo", "particles": 1, "renyi_alpha": 0.5, "prior": "standard", "prior_components": None,
             "layers": 1, "activation": "relu", "form": "m2", "protocol": "ours", "generation_input": "xz",
             "recognition_input": "xy", "warmup_epochs": 0,
-            "elbo": "trace"}
+            "elbo": "trace", "binarize": "dynamic"}
 
 
 def settings_diff(saved, wanted):
