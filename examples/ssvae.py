@@ -35,7 +35,7 @@ from ppl_models.inference import distributed
 from ppl_models.inference.evaluate import label_log_posterior
 from ppl_models.judge import fidelity
 from ppl_models.runs import experiment, plots
-from ppl_models.runs.experiment import nonnegative_float, positive_int
+from ppl_models.runs.experiment import nonnegative_float, nonnegative_int, positive_int
 from ppl_models.runs.plots import plt
 from ppl_models.ssvae import N_CLASSES, SSVAE, M2Objective
 
@@ -55,6 +55,11 @@ def parse_args(argv=None):
     p.add_argument("--a-dim", type=positive_int, default=None,
                    help="adgm, sdgm: the auxiliary variable's size (default 100)")
     p.add_argument("--hidden", type=positive_int, default=500)
+    p.add_argument("--decoder-layers", type=positive_int, default=1,
+                   help="m2: hidden layers of --hidden units in p(x | y, z) (the auxiliary models have two)")
+    p.add_argument("--classifier-hidden", type=nonnegative_int, default=0,
+                   help="m2: a hidden layer of this many softplus units in q(y | x)'s head (0: a linear head; "
+                        "the auxiliary models' guides have one of --hidden units)")
     p.add_argument("--labeled-batch-size", type=positive_int, default=None,
                    help="labelled images in the batch that follows each unlabelled one (default: --batch-size, "
                         "or all the labelled images where there are fewer)")
@@ -71,6 +76,9 @@ def parse_args(argv=None):
         p.error(f"--labeled must be a positive multiple of 10 up to {N_TRAIN}, got {args.labeled}")
     if args.form == "m2" and args.a_dim is not None:
         p.error("--a-dim is the auxiliary variable's size of --form adgm or sdgm; M2 has none")
+    if args.form != "m2" and (args.decoder_layers != 1 or args.classifier_hidden):
+        p.error("--decoder-layers and --classifier-hidden size M2's networks; --form adgm and sdgm have two "
+                "hidden layers everywhere and a hidden layer in the classifier's head")
     if args.form != "m2" and args.a_dim is None:
         args.a_dim = 100
     if args.guide not in GUIDES[args.form]:
@@ -122,14 +130,17 @@ def build(args, device):
     if args.form in FORMS:
         model = AuxiliaryDGM(args.z_dim, args.a_dim, (args.hidden, args.hidden), form=args.form).to(device)
         return model, guides.adgm.make_guide(args.guide, model).to(device)
-    model = SSVAE(args.z_dim, (args.hidden,)).to(device)
-    return model, guides.ssvae.make_guide(args.guide, model).to(device)
+    model = SSVAE(args.z_dim, (args.hidden,) * args.decoder_layers).to(device)
+    options = {"classifier_hidden": args.classifier_hidden} if args.classifier_hidden else {}
+    return model, guides.ssvae.make_guide(args.guide, model, **options).to(device)
 
 
 def run_one(args, data, lr):
     name = (RUN_NAME if args.form == "m2" else "{form}-a{a_dim}-" + RUN_NAME) + ("-lb{labeled_batch_size}"
                                                                                if args.labeled_batch_size else "")
     name += "-grey" if args.binarize == "grey" else ""
+    name += f"-dec{args.decoder_layers}" if args.decoder_layers != 1 else ""
+    name += f"-ch{args.classifier_hidden}" if args.classifier_hidden else ""
     run = experiment.start(args, "ssvae", name)
     train, valid, test = data
     lab, unlab = labeled_indices(train.y[:N_TRAIN], args.labeled, seed=args.seed)

@@ -3,6 +3,8 @@
     mlp     the paper's sizes: MLP classifier and MLP encoder; y enumerated when unobserved
     conv    convolutional feature extractors for both (``StridedConvEncoder``), dropout before
             the classifier's head
+    (either takes ``classifier_hidden=K``: a hidden layer of K softplus units in the classifier's
+    head, as the auxiliary models' guides have, instead of a linear head)
     sample  the mlp guide, but y is *sampled* when unobserved (score-function gradients,
             ``TraceGraph_ELBO``), to show what enumeration buys
 
@@ -23,10 +25,12 @@ from ppl_models.ssvae import N_CLASSES, check_labels
 
 
 class SSGuide(nn.Module):
-    def __init__(self, features_y, features_z, h_y, h_z, z_dim, hidden, enumerate_y=True):
+    def __init__(self, features_y, features_z, h_y, h_z, z_dim, hidden, enumerate_y=True, classifier_hidden=0):
         super().__init__()
         self.features_y, self.features_z = features_y, features_z
-        self.classify_head = nn.Linear(h_y, N_CLASSES)
+        self.classify_head = (nn.Sequential(nn.Linear(h_y, classifier_hidden), nn.Softplus(),
+                                            nn.Linear(classifier_hidden, N_CLASSES))
+                              if classifier_hidden else nn.Linear(h_y, N_CLASSES))
         # q(z | x, y): an MLP on the concatenation [features(x), onehot(y)]. Its first layer is split,
         # W [h; onehot(y)] = W_h h + W_y onehot(y), so the ten enumerated labels share one pass over h.
         self.z_from_x = nn.Linear(h_z, hidden)
@@ -59,20 +63,20 @@ class SSGuide(nn.Module):
         return self.z_params(x, y)[0]
 
 
-def mlp_guide(ssvae, hidden=None, enumerate_y=True):
+def mlp_guide(ssvae, hidden=None, enumerate_y=True, classifier_hidden=0):
     hidden = hidden or ssvae.hidden[-1]
     feats = lambda: nn.Sequential(mlp((784, hidden), activation=nn.Softplus), nn.Softplus())  # noqa: E731
-    return SSGuide(feats(), feats(), hidden, hidden, ssvae.z_dim, hidden, enumerate_y)
+    return SSGuide(feats(), feats(), hidden, hidden, ssvae.z_dim, hidden, enumerate_y, classifier_hidden)
 
 
-def conv_guide(ssvae, hidden=None):
+def conv_guide(ssvae, hidden=None, classifier_hidden=0):
     fy, fz = StridedConvEncoder(), StridedConvEncoder()
     return SSGuide(nn.Sequential(fy, nn.Dropout(0.2)), fz, fy.out_features, fz.out_features, ssvae.z_dim,
-                   hidden or ssvae.hidden[-1])
+                   hidden or ssvae.hidden[-1], classifier_hidden=classifier_hidden)
 
 
-def sample_guide(ssvae, hidden=None):
-    return mlp_guide(ssvae, hidden, enumerate_y=False)
+def sample_guide(ssvae, hidden=None, classifier_hidden=0):
+    return mlp_guide(ssvae, hidden, enumerate_y=False, classifier_hidden=classifier_hidden)
 
 
 GUIDES = {"mlp": mlp_guide, "conv": conv_guide, "sample": sample_guide}

@@ -108,6 +108,12 @@ def test_ssvae_bad_labeled_counts(labeled, message):
     assert message in refused_in_process("ssvae", ["--labeled", labeled])
 
 
+@pytest.mark.parametrize("flags", [["--decoder-layers", "2"], ["--classifier-hidden", "100"]])
+def test_ssvae_m2_network_sizes_are_refused_for_the_auxiliary_models(flags):
+    assert "--decoder-layers and --classifier-hidden size M2's networks" in refused_in_process(
+        "ssvae", ["--form", "adgm", *flags])
+
+
 @pytest.mark.parametrize("script, args, message", [
     ("vae", ["--batch-size", "0"], "argument --batch-size: must be a positive integer, got 0"),
     ("vae", ["--lr", "-1"], "argument --lr: must be a positive number"),

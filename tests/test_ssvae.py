@@ -29,11 +29,16 @@ def explicit_terms(model, guide, x, z):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("name", ["mlp", "conv"])
-def test_enumerated_elbo_equals_explicit_sum_over_labels(name, fake_images):
+@pytest.mark.parametrize("name, hidden, options", [("mlp", (16,), {}), ("conv", (16,), {}),
+                                                   ("conv", (16, 8), {"classifier_hidden": 5})])
+def test_enumerated_elbo_equals_explicit_sum_over_labels(name, hidden, options, fake_images):
+    """Also with a two-layer decoder and a hidden layer in the classifier's head
+    (``--decoder-layers 2 --classifier-hidden K``)."""
     x = fake_images[0][:6]
-    model = SSVAE(Z, (16,))
-    guide = make_guide(name, model)
+    model = SSVAE(Z, hidden)
+    guide = make_guide(name, model, **options)
+    if options:
+        assert len(model.decoder) == 5 and len(guide.classify_head) == 3
     guide.eval()
     pyro.set_rng_seed(1)
     loss = TraceEnum_ELBO(max_plate_nesting=1).loss(model.model, guide.guide, x)
@@ -81,11 +86,12 @@ def test_importance_weights_sum_labels_exactly(fake_images):
     torch.testing.assert_close(lw[0], explicit, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", sorted(GUIDES))
-def test_gradients_flow_for_every_guide(name, fake_images):
+@pytest.mark.parametrize("name, options", [(name, {}) for name in sorted(GUIDES)] +
+                         [(name, {"classifier_hidden": 6}) for name in sorted(GUIDES)])
+def test_gradients_flow_for_every_guide(name, options, fake_images):
     x, y = fake_images
     model = SSVAE(Z, (16,))
-    guide = make_guide(name, model)
+    guide = make_guide(name, model, **options)
     elbo = TraceGraph_ELBO() if name == "sample" else TraceEnum_ELBO(max_plate_nesting=1)
     objective = M2Objective(guide.classifier, alpha=1.0, elbo=elbo)
     objective.loss_and_grads(model.model, guide.guide, x[:8], y[:8])

@@ -62,7 +62,8 @@ class SettingsMismatch(ValueError):
 UNSTATED = {"objective": "elbo", "particles": 1, "renyi_alpha": 0.5, "prior": "standard", "prior_components": None,
             "layers": 1, "activation": "relu", "form": "m2", "protocol": "ours", "generation_input": "xz",
             "recognition_input": "xy", "warmup_epochs": 0,
-            "elbo": "trace", "binarize": "dynamic"}
+            "elbo": "trace", "binarize": "dynamic", "decoder_layers": 1,
+            "classifier_hidden": 0}
 
 
 def settings_diff(saved, wanted):
