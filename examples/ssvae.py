@@ -5,6 +5,8 @@ auxiliary deep generative models of Maaløe et al. (2016).
     python examples/ssvae.py --labeled 100 --seeds 3     # three label draws (one run folder each)
     python examples/ssvae.py --guide sample              # sample y instead of enumerating it
     python examples/ssvae.py --form adgm --labeled 100   # the auxiliary DGM (or sdgm, the skip DGM)
+    python examples/ssvae.py --labeled 100 --binarize grey   # grey pixels, as Pyro's SS-VAE tutorial
+    python examples/ssvae.py --labeled 100 --decoder-layers 2 --classifier-hidden 500   # M2 with the ADGM's layers
 
 Forms (``--form``): ``m2`` (``ppl_models/ssvae.py``: one hidden layer of ``--hidden`` units in its decoder) and
 ``adgm`` / ``sdgm`` (``ppl_models/adgm.py``: an auxiliary a of ``--a-dim``, two hidden layers of
