@@ -8,7 +8,8 @@ auxiliary deep generative models of Maaløe et al. (2016).
     python examples/ssvae.py --labeled 100 --binarize grey   # grey pixels, as Pyro's SS-VAE tutorial
     python examples/ssvae.py --labeled 100 --decoder-layers 2 --classifier-hidden 500   # M2 with the ADGM's layers
 
-Forms (``--form``): ``m2`` (``ppl_models/ssvae.py``: one hidden layer of ``--hidden`` units in its decoder) and
+Forms (``--form``): ``m2`` (``ppl_models/ssvae.py``: ``--decoder-layers`` hidden layers of ``--hidden`` units
+in its decoder, one by default) and
 ``adgm`` / ``sdgm`` (``ppl_models/adgm.py``: an auxiliary a of ``--a-dim``, two hidden layers of
 ``--hidden`` units in every network, as in the paper); their guides are in ``guides/ssvae.py`` and
 ``guides/adgm.py``.

@@ -3,10 +3,11 @@
     mlp     the paper's sizes: MLP classifier and MLP encoder; y enumerated when unobserved
     conv    convolutional feature extractors for both (``StridedConvEncoder``), dropout before
             the classifier's head
-    (either takes ``classifier_hidden=K``: a hidden layer of K softplus units in the classifier's
-    head, as the auxiliary models' guides have, instead of a linear head)
     sample  the mlp guide, but y is *sampled* when unobserved (score-function gradients,
             ``TraceGraph_ELBO``), to show what enumeration buys
+
+Each takes ``classifier_hidden=K``: a hidden layer of K softplus units in the classifier's head (as
+the auxiliary models' guides have) in place of a linear one.
 
 Sites: ``"y"`` (integer label, only when unobserved) and ``"z"`` ``[batch, z_dim]``.
 ``make_guide(name, ssvae, hidden=None)`` builds one (``hidden``: units of q(z | x, y)'s layers, by
