@@ -133,6 +133,18 @@ def test_bad_flags_are_one_line_and_exit_2(script, args, message, tmp_path):
     assert message in refused_in_process(script, ["--smoke", "--out", tmp_path / "run", *args], cwd=tmp_path)
 
 
+def test_ssvae_grey_pixels_and_m2_network_sizes_smoke(tmp_path):
+    """``--binarize grey`` reports no log p(x) (a Bernoulli over grey values is no density);
+    ``--decoder-layers`` and ``--classifier-hidden`` reach the networks and the settings."""
+    out = run_example("ssvae", tmp_path, "--no-progress", "--labeled", "100", "--binarize", "grey",
+                      "--decoder-layers", "2", "--classifier-hidden", "8")
+    assert "test log p(x) not scored" in out
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert "test_log_px" not in r["metrics"] and 0 <= r["metrics"]["test_error"] <= 1
+    s = r["settings"]
+    assert (s["binarize"], s["decoder_layers"], s["classifier_hidden"]) == ("grey", 2, 8)
+
+
 def test_ssvae_sample_guide_smoke(tmp_path):
     out = run_example("ssvae", tmp_path, "--no-progress", "--guide", "sample", "--labeled", "100",
                       "--labeled-batch-size", "10", "--lr-steps", "1:2e-4")
