@@ -33,7 +33,7 @@ from pyro.infer import JitTrace_ELBO, JitTraceEnum_ELBO, JitTraceGraph_ELBO, Tra
 import guides.adgm
 import guides.ssvae
 from ppl_models.adgm import FORMS, AuxiliaryDGM
-from ppl_models.data import N_TRAIN, labeled_indices, load_mnist
+from ppl_models.data import N_TRAIN, binarize, labeled_indices, load_mnist
 from ppl_models.inference import distributed
 from ppl_models.inference.evaluate import label_log_posterior
 from ppl_models.judge import fidelity
@@ -91,12 +91,13 @@ def parse_args(argv=None):
 
 class PairedBatches:
     """One epoch: every unlabelled batch once, each followed by a labelled batch of ``labeled_batch_size``
-    (default ``batch_size``; at most the labelled set), the labelled set cycled in fresh orders."""
+    (default ``batch_size``; at most the labelled set), the labelled set cycled in fresh orders. Every
+    batch goes through ``binarize`` with ``binarization``: a fresh draw when ``dynamic``, as it is when ``grey``."""
 
-    def __init__(self, x_lab, y_lab, x_unlab, batch_size, labeled_batch_size=None, binarize=True):
+    def __init__(self, x_lab, y_lab, x_unlab, batch_size, labeled_batch_size=None, binarization="dynamic"):
         self.x_lab, self.y_lab, self.x_unlab, self.bs = x_lab, y_lab, x_unlab, batch_size
         self.bs_l = min(labeled_batch_size or batch_size, len(x_lab))
-        self.draw = torch.bernoulli if binarize else (lambda x: x)
+        self.binarization = binarization
 
     def __len__(self):
         return 2 * -(-len(self.x_unlab) // self.bs)
@@ -110,9 +111,9 @@ class PairedBatches:
         perm_l = torch.cat([torch.randperm(len(self.x_lab), device=dev) for _ in range(reps)])
         for i in range(n_lab_batches):
             iu = perm_u[i * self.bs:(i + 1) * self.bs]
-            yield (self.draw(self.x_unlab[iu]), None)
+            yield (binarize(self.x_unlab[iu], self.binarization), None)
             il = perm_l[i * bs_l:(i + 1) * bs_l]
-            yield (self.draw(self.x_lab[il]), self.y_lab[il])
+            yield (binarize(self.x_lab[il], self.binarization), self.y_lab[il])
 
 
 def error_rate(guide, x, y, batch_size=2000):
@@ -155,7 +156,7 @@ def run_one(args, data, lr):
         elbo = TraceGraph_ELBO() if args.guide == "sample" else TraceEnum_ELBO(max_plate_nesting=1)
     objective = M2Objective(guide.classifier, args.alpha, elbo, JitTrace_ELBO() if args.jit else None)
     batches = PairedBatches(train.x[lab], train.y[lab], train.x[unlab], args.batch_size, args.labeled_batch_size,
-                            binarize=args.binarize == "dynamic")
+                            binarization=args.binarize)
 
     def validate():
         return {"valid_error": error_rate(guide, valid.x, valid.y)[0]}

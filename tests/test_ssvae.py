@@ -156,7 +156,7 @@ def test_grey_batches_are_the_grey_values_and_dynamic_ones_fresh_binary_draws():
     from ppl_models.runs.experiment import load_example
     paired = load_example("ssvae").PairedBatches
     x_lab, y_lab, x_unlab = torch.rand(10, 784), torch.arange(10), torch.rand(30, 784)
-    grey = [x for x, _ in paired(x_lab, y_lab, x_unlab, 10, binarize=False)]
+    grey = [x for x, _ in paired(x_lab, y_lab, x_unlab, 10, binarization="grey")]
     assert all(x.unique().numel() > 2 for x in grey)
     assert torch.equal(torch.sort(torch.cat(grey[0::2]), 0).values, torch.sort(x_unlab, 0).values)
     assert all(any(torch.equal(row, lab) for lab in x_lab) for row in grey[1])
