@@ -135,8 +135,7 @@ def build(args, device):
         model = AuxiliaryDGM(args.z_dim, args.a_dim, (args.hidden, args.hidden), form=args.form).to(device)
         return model, guides.adgm.make_guide(args.guide, model).to(device)
     model = SSVAE(args.z_dim, (args.hidden,) * args.decoder_layers).to(device)
-    options = {"classifier_hidden": args.classifier_hidden} if args.classifier_hidden else {}
-    return model, guides.ssvae.make_guide(args.guide, model, **options).to(device)
+    return model, guides.ssvae.make_guide(args.guide, model, classifier_hidden=args.classifier_hidden).to(device)
 
 
 def run_one(args, data, lr):
